@@ -1,0 +1,258 @@
+"""The Docker Engine API: one explicit method per endpoint cdtools uses.
+
+The API version is negotiated once, on the first call: the ``Api-Version``
+header of ``/_ping``, capped at :data:`MAX_API`, refused below :data:`MIN_API`;
+``DOCKER_API_VERSION`` pins it.  Every later request is prefixed ``/vX.Y``.
+
+Streaming endpoints return iterators of progress records that raise
+:class:`~cdtools.errors.StreamError` on an ``error``/``errorDetail`` record.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from urllib.parse import quote, urlencode
+
+from . import jsonstream
+from .errors import APIError, CdtoolsError, UsageError, api_error
+from .settings import Settings
+from .transport import Body, Endpoint, Response, Transport, error_message, parse_host
+
+#: the oldest API whose behaviour cdtools relies on (start with no body, HostConfig on create)
+MIN_API = "1.24"
+#: the newest API cdtools knows; a newer daemon is spoken to at this version
+MAX_API = "1.47"
+
+Json = Dict[str, Any]
+
+
+def _vtuple(version: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        raise UsageError(f"bad API version {version!r} (expected like 1.41)") from None
+
+
+def _q(name: str) -> str:
+    """A name or id as a path segment (image names keep their slashes and colons)."""
+    return quote(name, safe="/:@")
+
+
+class Engine:
+    """A client for one daemon."""
+
+    def __init__(self, transport: Transport, *, api_version: Optional[str] = None) -> None:
+        self.transport = transport
+        self._pinned = api_version
+        self._version: Optional[str] = None
+        if api_version is not None:
+            _vtuple(api_version)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.transport.endpoint
+
+    # -- plumbing -----------------------------------------------------------
+
+    @property
+    def api_version(self) -> str:
+        """The negotiated API version (negotiates on first use)."""
+        if self._version is None:
+            self._version = self._pinned or self._negotiate()
+        return self._version
+
+    def _negotiate(self) -> str:
+        resp = self.transport.request("GET", "/_ping")
+        advertised = resp.header("Api-Version")
+        body = resp.read()
+        if resp.status >= 400:
+            raise api_error(resp.status, error_message(body), method="GET", path="/_ping")
+        if not advertised:
+            # very old daemons send no header; /version says
+            resp = self.transport.request("GET", "/version")
+            doc = json.loads(resp.read() or b"{}")
+            advertised = str(doc.get("ApiVersion") or MIN_API)
+        if _vtuple(advertised) < _vtuple(MIN_API):
+            raise CdtoolsError(
+                f"the daemon at {self.endpoint} speaks Engine API {advertised}; cdtools needs {MIN_API} or newer"
+            )
+        return advertised if _vtuple(advertised) < _vtuple(MAX_API) else MAX_API
+
+    def _send(self, method: str, path: str, *, query: Optional[Mapping[str, Any]] = None,
+              headers: Optional[Mapping[str, str]] = None, body: Body = None,
+              json_body: Any = None) -> Response:
+        url = f"/v{self.api_version}{path}"
+        if query:
+            clean = {k: v for k, v in query.items() if v is not None}
+            if clean:
+                url += "?" + urlencode(clean)
+        hdrs = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            hdrs["Content-Type"] = "application/json"
+        resp = self.transport.request(method, url, headers=hdrs, body=body)
+        if resp.status >= 400:
+            raise api_error(resp.status, error_message(resp.read()), method=method, path=path)
+        return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        raw = self._send(method, path, **kw).read()
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CdtoolsError(f"the daemon sent non-JSON for {method} {path}: {raw[:80]!r}") from None
+
+    def _empty(self, method: str, path: str, **kw: Any) -> int:
+        resp = self._send(method, path, **kw)
+        resp.read()
+        return resp.status
+
+    def _stream(self, method: str, path: str, **kw: Any) -> Iterator[Json]:
+        resp = self._send(method, path, **kw)
+        return jsonstream.records(resp.iter_chunks())
+
+    # -- system -------------------------------------------------------------
+
+    def ping(self) -> str:
+        """The daemon's API version (and proof it answers)."""
+        return self.api_version
+
+    def version(self) -> Json:
+        return self._json("GET", "/version")
+
+    # -- images -------------------------------------------------------------
+
+    def build(self, context: Iterable[bytes], *, tags: Iterable[str] = (), dockerfile: Optional[str] = None,
+              buildargs: Optional[Mapping[str, str]] = None, labels: Optional[Mapping[str, str]] = None,
+              target: Optional[str] = None, pull: bool = False, nocache: bool = False, gzip: bool = False,
+              registry_config: Optional[str] = None) -> Iterator[Json]:
+        """POST /build with the classic builder; yields progress records."""
+        query: List[Tuple[str, str]] = [("t", t) for t in tags]
+        if dockerfile:
+            query.append(("dockerfile", dockerfile))
+        if buildargs:
+            query.append(("buildargs", json.dumps(dict(buildargs))))
+        if labels:
+            query.append(("labels", json.dumps(dict(labels))))
+        if target:
+            query.append(("target", target))
+        if pull:
+            query.append(("pull", "1"))
+        if nocache:
+            query.append(("nocache", "1"))
+        query += [("rm", "1"), ("forcerm", "1"), ("version", "1")]  # version=1: the classic builder
+        headers = {"Content-Type": "application/x-tar"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"  # informative; the daemon sniffs the compression
+        if registry_config:
+            headers["X-Registry-Config"] = registry_config
+        url = f"/build?{urlencode(query)}"
+        return self._stream("POST", url, headers=headers, body=context)
+
+    def tag(self, image: str, repo: str, tag: str) -> None:
+        self._empty("POST", f"/images/{_q(image)}/tag", query={"repo": repo, "tag": tag})
+
+    def push(self, repository: str, tag: str, auth_header: str) -> Iterator[Json]:
+        return self._stream("POST", f"/images/{_q(repository)}/push", query={"tag": tag},
+                            headers={"X-Registry-Auth": auth_header})
+
+    def pull(self, repository: str, tag: str, auth_header: str) -> Iterator[Json]:
+        """POST /images/create?fromImage=…; ``tag`` may be a digest."""
+        return self._stream("POST", "/images/create", query={"fromImage": repository, "tag": tag},
+                            headers={"X-Registry-Auth": auth_header})
+
+    def inspect_image(self, ref: str) -> Json:
+        return self._json("GET", f"/images/{_q(ref)}/json")
+
+    def images(self, *, reference: Optional[str] = None) -> List[Json]:
+        filters = {"reference": [reference]} if reference else None
+        return self._json("GET", "/images/json", query={"filters": json.dumps(filters) if filters else None}) or []
+
+    def remove_image(self, ref: str, *, force: bool = False) -> List[Json]:
+        return self._json("DELETE", f"/images/{_q(ref)}", query={"force": "1" if force else None}) or []
+
+    # -- containers ---------------------------------------------------------
+
+    def create_container(self, name: Optional[str], body: Mapping[str, Any]) -> Json:
+        """POST /containers/create; returns {Id, Warnings}."""
+        return self._json("POST", "/containers/create", query={"name": name}, json_body=dict(body))
+
+    def start(self, container: str) -> bool:
+        """Start with no body (a body is refused since API 1.24); False if it was running."""
+        return self._empty("POST", f"/containers/{_q(container)}/start") != 304
+
+    def stop(self, container: str, *, timeout: Optional[int] = None) -> bool:
+        """False if it was not running."""
+        return self._empty("POST", f"/containers/{_q(container)}/stop", query={"t": timeout}) != 304
+
+    def kill(self, container: str, *, signal: str = "KILL") -> None:
+        self._empty("POST", f"/containers/{_q(container)}/kill", query={"signal": signal})
+
+    def rename(self, container: str, new_name: str) -> None:
+        self._empty("POST", f"/containers/{_q(container)}/rename", query={"name": new_name})
+
+    def remove_container(self, container: str, *, force: bool = False, volumes: bool = False) -> None:
+        self._empty("DELETE", f"/containers/{_q(container)}",
+                    query={"force": "1" if force else None, "v": "1" if volumes else None})
+
+    def inspect_container(self, container: str) -> Json:
+        return self._json("GET", f"/containers/{_q(container)}/json")
+
+    def find_container(self, name: str) -> Optional[Json]:
+        """Inspect by exact name, None when there is none."""
+        try:
+            doc = self.inspect_container(name)
+        except APIError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        # the daemon also matches id prefixes; only an exact name counts
+        if doc.get("Name", "").lstrip("/") != name and not doc.get("Id", "").startswith(name):
+            return None
+        return doc
+
+    def containers(self, *, all: bool = True, filters: Optional[Mapping[str, List[str]]] = None) -> List[Json]:
+        return self._json("GET", "/containers/json",
+                          query={"all": "1" if all else None,
+                                 "filters": json.dumps(dict(filters)) if filters else None}) or []
+
+    def wait(self, container: str, *, condition: str = "not-running") -> int:
+        doc = self._json("POST", f"/containers/{_q(container)}/wait", query={"condition": condition})
+        return int((doc or {}).get("StatusCode", -1))
+
+    def logs(self, container: str, *, tail: int = 50) -> str:
+        """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
+        resp = self._send("GET", f"/containers/{_q(container)}/logs",
+                          query={"stdout": "1", "stderr": "1", "tail": str(tail)})
+        return demux(resp.read()).decode("utf-8", "replace")
+
+
+def demux(data: bytes) -> bytes:
+    """Join a multiplexed log stream's frames (8-byte headers: stream, 0,0,0, size).
+
+    A container with a TTY sends raw bytes; those are returned unchanged.
+    """
+    out = []
+    pos = 0
+    while pos + 8 <= len(data):
+        kind = data[pos]
+        if kind not in (0, 1, 2) or data[pos + 1:pos + 4] != b"\0\0\0":
+            return data  # not multiplexed
+        size = int.from_bytes(data[pos + 4:pos + 8], "big")
+        out.append(data[pos + 8:pos + 8 + size])
+        pos += 8 + size
+    if pos != len(data):
+        return data
+    return b"".join(out)
+
+
+def connect(settings: Settings, *, host: Optional[str] = None, timeout: Optional[float] = None) -> Engine:
+    """An Engine for ``host`` (a -H flag) or DOCKER_HOST, with the TLS settings."""
+    endpoint = parse_host(host or settings.docker_host, tls=settings.tls, tls_verify=settings.tls_verify,
+                          cert_path=settings.cert_path)
+    ssh = shutil.which("ssh", path=settings.path) or "ssh"
+    transport = Transport(endpoint, ssh_path=ssh, timeout=timeout)
+    return Engine(transport, api_version=settings.api_version)

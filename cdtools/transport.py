@@ -1,0 +1,381 @@
+"""Connections to a Docker daemon: unix socket, tcp, TLS and ssh, on ``http.client``.
+
+This is the one place where ``OSError``, ``ssl.SSLError`` and
+``http.client.HTTPException`` become :class:`~cdtools.errors.TransportError`.
+The engine client above it only builds requests and reads responses.
+
+A transport opens one connection per request: over a unix socket that costs
+nothing measurable, and it keeps a long build stream from tying up a
+connection that a later call would want.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+from .errors import StreamTimeout, TransportError, UsageError, api_error
+
+Body = Union[None, bytes, Iterable[bytes]]
+
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the daemon is, parsed from DOCKER_HOST / -H."""
+
+    scheme: str  # "unix", "tcp", "ssh"
+    address: str  # socket path, "host:port" or ssh destination
+    tls: bool = False
+    tls_verify: bool = False
+    cert_path: str = ""
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix://{self.address}"
+        if self.scheme == "ssh":
+            return f"ssh://{self.address}"
+        return f"{'https' if self.tls else 'tcp'}://{self.address}"
+
+    @property
+    def is_local(self) -> bool:
+        """A unix socket: compressing the context would only cost CPU."""
+        return self.scheme == "unix"
+
+
+def parse_host(url: str, *, tls: bool = False, tls_verify: bool = False, cert_path: str = "") -> Endpoint:
+    """Parse DOCKER_HOST the way the docker CLI does."""
+    if "://" not in url:
+        raise UsageError(f"DOCKER_HOST {url!r}: expected unix:///path, tcp://host:port or ssh://user@host")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        path = parts.path or "/var/run/docker.sock"
+        return Endpoint("unix", path)
+    if scheme in ("tcp", "http", "https"):
+        use_tls = tls or tls_verify or scheme == "https"
+        if not parts.hostname:
+            raise UsageError(f"DOCKER_HOST {url!r}: no host name")
+        try:
+            port = parts.port
+        except ValueError:
+            raise UsageError(f"DOCKER_HOST {url!r}: bad port") from None
+        port = port or (2376 if use_tls else 2375)
+        host = parts.hostname
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        return Endpoint("tcp", f"{host}:{port}", tls=use_tls, tls_verify=tls_verify, cert_path=cert_path)
+    if scheme == "ssh":
+        if not parts.hostname:
+            raise UsageError(f"DOCKER_HOST {url!r}: no host name")
+        return Endpoint("ssh", parts.netloc)
+    raise UsageError(f"DOCKER_HOST {url!r}: unsupported scheme {scheme!r} (unix, tcp or ssh)")
+
+
+class _BodyFailed(Exception):
+    """Carries an exception raised by the request body's own iterator (not the network)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _guard_body(body: Iterable[bytes]) -> Iterator[bytes]:
+    # The body generator reads files; its errors are the user's, not the network's,
+    # and must reach the caller unchanged.
+    try:
+        for chunk in body:
+            yield chunk
+    except Exception as exc:  # noqa: BLE001 - re-raised unchanged by Transport.request
+        raise _BodyFailed(exc) from exc
+
+
+def _describe(exc: BaseException, endpoint: Endpoint) -> str:
+    """One line saying what went wrong with the connection, for a user."""
+    where = str(endpoint)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if getattr(exc, "verify_code", None) == 62 or "hostname" in str(exc).lower() or "IP address mismatch" in str(exc):
+            return f"TLS: the daemon's certificate does not match the host name in {where} ({exc.verify_message})"
+        return f"TLS: the daemon's certificate is not trusted by the CA in {endpoint.cert_path or 'DOCKER_CERT_PATH'} ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        text = str(exc)
+        if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
+            return f"TLS: the daemon at {where} requires a client certificate (cert.pem/key.pem in DOCKER_CERT_PATH)"
+        if "BAD_CERTIFICATE" in text.upper() or "UNKNOWN_CA" in text.upper():
+            return f"TLS: the daemon at {where} rejected the client certificate"
+        if "WRONG_VERSION_NUMBER" in text.upper():
+            return f"TLS: {where} does not speak TLS (try tcp:// without DOCKER_TLS_VERIFY)"
+        return f"TLS error talking to {where}: {exc.reason or text}"
+    if isinstance(exc, FileNotFoundError) and endpoint.scheme == "unix":
+        return f"no Docker daemon socket at {endpoint.address} (is dockerd running? set DOCKER_HOST or -H)"
+    if isinstance(exc, PermissionError) and endpoint.scheme == "unix":
+        return f"permission denied on {endpoint.address} (is this user in the docker group?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {where} (is the daemon listening there?)"
+    if isinstance(exc, socket.timeout):
+        return f"timed out talking to {where}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host in {where}: {exc.strerror}"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return f"the daemon at {where} closed the connection without answering"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"the connection to {where} broke in the middle of a response"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        return f"the connection to {where} was reset"
+    if isinstance(exc, OSError):
+        return f"cannot talk to {where}: {exc.strerror or exc}"
+    return f"bad HTTP from {where}: {exc.__class__.__name__} {exc}"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: Optional[float]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(self.timeout)
+        self.sock = sock
+
+
+class _TCPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(self.timeout)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+        except BaseException:
+            sock.close()
+            raise
+        self.sock.settimeout(self.timeout)
+
+
+class _SSHConnection(http.client.HTTPConnection):
+    """HTTP over ``ssh DEST -- docker system dial-stdio``, as the docker CLI does."""
+
+    def __init__(self, destination: str, ssh_path: str, timeout: Optional[float]) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._destination = destination
+        self._ssh_path = ssh_path
+        self._proc: Optional[subprocess.Popen] = None
+
+    def connect(self) -> None:
+        ours, theirs = socket.socketpair()
+        argv = [self._ssh_path or "ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}"]
+        dest, port = self._destination, ""
+        host_part = dest.rpartition("@")[2]
+        if ":" in host_part and not host_part.endswith("]"):
+            dest, _, port = dest.rpartition(":")
+            argv += ["-p", port]
+        argv += ["--", dest, "docker", "system", "dial-stdio"]
+        self._proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, close_fds=True)
+        theirs.close()
+        ours.settimeout(self.timeout)
+        self.sock = ours
+
+    def close(self) -> None:
+        super().close()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
+    """The client TLS context from DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)."""
+    ca = os.path.join(endpoint.cert_path, "ca.pem")
+    cert = os.path.join(endpoint.cert_path, "cert.pem")
+    key = os.path.join(endpoint.cert_path, "key.pem")
+    if endpoint.tls_verify:
+        if not os.path.isfile(ca):
+            raise UsageError(f"DOCKER_TLS_VERIFY is set but {ca} does not exist (set DOCKER_CERT_PATH)")
+        ctx = ssl.create_default_context(cafile=ca)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if os.path.isfile(cert) and os.path.isfile(key):
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"TLS: cannot load the client certificate {cert} / {key}: {exc}") from None
+    elif os.path.exists(cert) != os.path.exists(key):
+        raise UsageError(f"TLS: {cert} and {key} must both exist")
+    return ctx
+
+
+class Response:
+    """A response whose reads turn network failures into TransportError."""
+
+    def __init__(self, raw: http.client.HTTPResponse, conn: http.client.HTTPConnection,
+                 endpoint: Endpoint, deadline: Optional[float]) -> None:
+        self._raw = raw
+        self._conn = conn
+        self._endpoint = endpoint
+        self._deadline = deadline
+        self.status: int = raw.status
+        self.reason: str = raw.reason
+
+    def header(self, name: str) -> Optional[str]:
+        return self._raw.getheader(name)
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise StreamTimeout(f"no end from {self._endpoint} within the step's --timeout")
+
+    def read(self) -> bytes:
+        """The whole body."""
+        try:
+            return self._raw.read()
+        except socket.timeout:
+            self._check_deadline()
+            raise TransportError(_describe(socket.timeout(), self._endpoint)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(_describe(exc, self._endpoint)) from exc
+        finally:
+            self.close()
+
+    def iter_chunks(self, size: int = 65536) -> Iterator[bytes]:
+        """The body as it arrives; ends when the daemon ends the response."""
+        try:
+            while True:
+                self._check_deadline()
+                try:
+                    chunk = self._raw.read1(size)
+                except socket.timeout:
+                    self._check_deadline()
+                    raise
+                if not chunk:
+                    return
+                yield chunk
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(_describe(exc, self._endpoint)) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+        self._conn.close()
+
+
+class Transport:
+    """Sends one HTTP request to the daemon and returns its :class:`Response`."""
+
+    def __init__(self, endpoint: Endpoint, *, ssh_path: str = "ssh", timeout: Optional[float] = None) -> None:
+        self.endpoint = endpoint
+        self._ssh_path = ssh_path
+        #: whole-step deadline (``--timeout``); None means streams may run forever
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._tls: Optional[ssl.SSLContext] = tls_context(endpoint) if endpoint.tls else None
+
+    def _remaining(self) -> Optional[float]:
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise StreamTimeout(f"no end from {self.endpoint} within the step's --timeout")
+        return left
+
+    def _connection(self, timeout: Optional[float]) -> http.client.HTTPConnection:
+        ep = self.endpoint
+        if ep.scheme == "unix":
+            return _UnixConnection(ep.address, timeout)
+        if ep.scheme == "ssh":
+            return _SSHConnection(ep.address, self._ssh_path, timeout)
+        host, _, port = ep.address.rpartition(":")
+        host = host.strip("[]")
+        if self._tls is not None:
+            return _TLSConnection(host, int(port), timeout=timeout, context=self._tls)
+        return _TCPConnection(host, int(port), timeout=timeout)
+
+    def request(self, method: str, path: str, *, headers: Optional[Mapping[str, str]] = None,
+                body: Body = None, read_timeout: Optional[float] = None) -> Response:
+        """Send a request; ``body`` may be an iterable of chunks (sent chunked)."""
+        remaining = self._remaining()
+        timeout = read_timeout if remaining is None else min(x for x in (read_timeout, remaining) if x is not None)
+        conn = self._connection(timeout)
+        hdrs = dict(headers or {})
+        send_body: Body = body
+        if body is not None and not isinstance(body, (bytes, bytearray)):
+            send_body = _guard_body(body)
+        try:
+            try:
+                conn.request(method, path, body=send_body, headers=hdrs)
+            except _BodyFailed as failed:
+                conn.close()
+                raise failed.original from None
+            except (OSError, http.client.HTTPException) as exc:
+                # The daemon may have answered (say, 400) and closed before reading the
+                # whole upload; that answer is the useful message.
+                early = self._early_answer(conn)
+                conn.close()
+                if early is not None:
+                    status, message = early
+                    raise api_error(status, f"{message} (the daemon closed the connection during the upload)",
+                                    method=method, path=path) from None
+                if isinstance(exc, socket.timeout) and self._deadline is not None and time.monotonic() > self._deadline:
+                    raise StreamTimeout(f"no end from {self.endpoint} within the step's --timeout") from None
+                raise TransportError(_describe(exc, self.endpoint)) from exc
+            raw = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            if isinstance(exc, socket.timeout) and self._deadline is not None and time.monotonic() > self._deadline:
+                raise StreamTimeout(f"no answer from {self.endpoint} within the step's --timeout") from None
+            raise TransportError(_describe(exc, self.endpoint)) from exc
+        return Response(raw, conn, self.endpoint, self._deadline)
+
+    @staticmethod
+    def _early_answer(conn: http.client.HTTPConnection) -> Optional[Tuple[int, str]]:
+        try:
+            if conn.sock is not None:
+                conn.sock.settimeout(2.0)
+            raw = conn.getresponse()
+            body = raw.read(4096)
+        except Exception:  # noqa: BLE001 - best effort: there may be no answer at all
+            return None
+        return raw.status, error_message(body)
+
+
+TransportFactory = Callable[[Endpoint], Transport]
+
+
+def error_message(body: bytes) -> str:
+    """The daemon's reason from an error body: Docker's ``{"message"}``, Podman's
+    ``{"cause","message","response"}``, or plain text (old API versions)."""
+
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text or "(no message)"
+    if isinstance(doc, dict):
+        for key in ("message", "error", "cause"):
+            if isinstance(doc.get(key), str) and doc[key]:
+                return doc[key]
+    return text
