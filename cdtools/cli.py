@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, TextIO
 
+from . import auth
 from . import engine as engine_mod
 from .console import Console
 from .errors import CdtoolsError, UsageError
@@ -36,7 +37,7 @@ def engine_for(args: argparse.Namespace, settings: Settings) -> engine_mod.Engin
     return engine_mod.connect(settings, host=getattr(args, "host", None), timeout=getattr(args, "timeout", None))
 
 
-def key_values(items: Optional[List[str]], what: str) -> "dict[str, str]":
+def key_values(items: Optional[List[str]], what: str) -> Dict[str, str]:
     """K=V flags into a dict; a bare K is a usage error."""
     out = {}
     for item in items or []:
@@ -45,6 +46,52 @@ def key_values(items: Optional[List[str]], what: str) -> "dict[str, str]":
             raise UsageError(f"{what} {item!r}: expected KEY=VALUE")
         out[key] = value
     return out
+
+
+def add_credential_args(p: argparse.ArgumentParser) -> None:
+    """Registry credential flags; the password never comes from argv."""
+    g = p.add_argument_group("registry credentials (default: environment, then config.json)")
+    g.add_argument("--username", "-u", help="registry user name")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    src.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
+    # Refused, but declared so that the refusal says what to do instead.
+    src.add_argument("--password", "-p", dest="password_argv", metavar="…", help=argparse.SUPPRESS)
+    g.add_argument("--username-env", default="CDTOOLS_REGISTRY_USERNAME", metavar="VAR",
+                   help="environment variable holding the user name (default: %(default)s)")
+    g.add_argument("--password-env", default="CDTOOLS_REGISTRY_PASSWORD", metavar="VAR",
+                   help="environment variable holding the password (default: %(default)s)")
+
+
+def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
+                    stdin: Optional[TextIO] = None) -> "auth.Credentials":
+    """Resolve credentials for ``registry`` from the flags, the environment or config.json."""
+    if getattr(args, "password_argv", None) is not None:
+        raise UsageError("a password on the command line is visible to every user of this machine: "
+                         "use --password-stdin, --password-file or the CDTOOLS_REGISTRY_PASSWORD variable")
+    password = None
+    source = ""
+    if args.password_stdin:
+        password = auth.read_password_stdin(stdin if stdin is not None else sys.stdin)
+        source = "--password-stdin"
+    elif args.password_file:
+        password = auth.read_password_file(args.password_file)
+        source = f"--password-file {args.password_file}"
+    if password is not None and not args.username:
+        raise UsageError(f"{source} needs --username")
+    return auth.resolve(registry, username=args.username if password is not None else None,
+                        password=password, password_source=source, env=settings.env,
+                        username_var=args.username_env, password_var=args.password_env,
+                        config_dir=settings.docker_config, path=settings.path)
+
+
+def write_result(path: str, text: str) -> None:
+    """Write a small result file (--iidfile, --digest-file); a bad path is a usage error."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def run(prog: str, work: Callable[[Settings], int], *, settings: Optional[Settings] = None) -> int:
