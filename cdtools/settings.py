@@ -33,6 +33,10 @@ class Settings:
     job_name: str = ""
     #: running under CI (plain line output, no terminal codes)
     ci: bool = False
+    #: SOURCE_DATE_EPOCH (reproducible-builds.org): the time stamped into the zipapp's
+    #: entries; '' when unset.  Kept as text: only ``cdtools.vendor`` uses it and says
+    #: when it is malformed, so a bad value never breaks the other steps.
+    source_date_epoch: str = ""
     #: a snapshot of the environment, for variables whose names the user chooses
     #: (--password-env, ${VAR} in a config file); never printed
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -67,6 +71,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         build_url=env.get("BUILD_URL", ""),
         job_name=env.get("JOB_NAME", ""),
         ci=_truthy(env.get("CI")) or bool(env.get("JENKINS_URL")) or bool(env.get("BUILD_URL")),
+        source_date_epoch=env.get("SOURCE_DATE_EPOCH", "").strip(),
         env=dict(env),
     )
 
