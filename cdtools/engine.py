@@ -223,6 +223,19 @@ class Engine:
         doc = self._json("POST", f"/containers/{_q(container)}/wait", query={"condition": condition})
         return int((doc or {}).get("StatusCode", -1))
 
+    def update_container(self, container: str, body: Mapping[str, Any]) -> Json:
+        """POST /containers/{id}/update: resources and RestartPolicy of an existing container."""
+        return self._json("POST", f"/containers/{_q(container)}/update", json_body=dict(body)) or {}
+
+    # -- networks -----------------------------------------------------------
+
+    def connect_network(self, network: str, container: str, endpoint: Optional[Mapping[str, Any]] = None) -> None:
+        """POST /networks/{id}/connect (a create request takes one network before API 1.44)."""
+        body: Json = {"Container": container}
+        if endpoint:
+            body["EndpointConfig"] = dict(endpoint)
+        self._empty("POST", f"/networks/{_q(network)}/connect", json_body=body)
+
     def logs(self, container: str, *, tail: int = 50) -> str:
         """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
         resp = self._send("GET", f"/containers/{_q(container)}/logs",
