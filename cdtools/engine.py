@@ -227,6 +227,13 @@ class Engine:
         """POST /containers/{id}/update: resources and RestartPolicy of an existing container."""
         return self._json("POST", f"/containers/{_q(container)}/update", json_body=dict(body)) or {}
 
+    def logs(self, container: str, *, tail: int = 50) -> str:
+        """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
+        resp = self._send("GET", f"/containers/{_q(container)}/logs",
+                          query={"stdout": "1", "stderr": "1", "tail": str(tail)})
+        return demux(resp.read()).decode("utf-8", "replace")
+
+
     # -- networks -----------------------------------------------------------
 
     def connect_network(self, network: str, container: str, endpoint: Optional[Mapping[str, Any]] = None) -> None:
@@ -235,13 +242,6 @@ class Engine:
         if endpoint:
             body["EndpointConfig"] = dict(endpoint)
         self._empty("POST", f"/networks/{_q(network)}/connect", json_body=body)
-
-    def logs(self, container: str, *, tail: int = 50) -> str:
-        """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
-        resp = self._send("GET", f"/containers/{_q(container)}/logs",
-                          query={"stdout": "1", "stderr": "1", "tail": str(tail)})
-        return demux(resp.read()).decode("utf-8", "replace")
-
 
 def demux(data: bytes) -> bytes:
     """Join a multiplexed log stream's frames (8-byte headers: stream, 0,0,0, size).
