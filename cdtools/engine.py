@@ -233,7 +233,6 @@ class Engine:
                           query={"stdout": "1", "stderr": "1", "tail": str(tail)})
         return demux(resp.read()).decode("utf-8", "replace")
 
-
     # -- networks -----------------------------------------------------------
 
     def connect_network(self, network: str, container: str, endpoint: Optional[Mapping[str, Any]] = None) -> None:
@@ -242,6 +241,7 @@ class Engine:
         if endpoint:
             body["EndpointConfig"] = dict(endpoint)
         self._empty("POST", f"/networks/{_q(network)}/connect", json_body=body)
+
 
 def demux(data: bytes) -> bytes:
     """Join a multiplexed log stream's frames (8-byte headers: stream, 0,0,0, size).
