@@ -47,7 +47,10 @@ class Engine:
         self._pinned = api_version
         self._version: Optional[str] = None
         if api_version is not None:
-            _vtuple(api_version)
+            try:
+                _vtuple(api_version)
+            except UsageError:
+                raise UsageError(f"DOCKER_API_VERSION {api_version!r}: expected a version like 1.41") from None
 
     @property
     def endpoint(self) -> Endpoint:
@@ -69,15 +72,34 @@ class Engine:
         if resp.status >= 400:
             raise api_error(resp.status, error_message(body), method="GET", path="/_ping")
         if not advertised:
-            # very old daemons send no header; /version says
-            resp = self.transport.request("GET", "/version")
-            doc = json.loads(resp.read() or b"{}")
-            advertised = str(doc.get("ApiVersion") or MIN_API)
-        if _vtuple(advertised) < _vtuple(MIN_API):
+            # daemons before API 1.25 send no header; their /version says
+            advertised = self._version_document_api()
+        try:
+            version = _vtuple(advertised)
+        except UsageError:
+            # the daemon's fault, not the user's: not a usage error
+            raise CdtoolsError(f"the daemon at {self.endpoint} advertises API version {advertised!r}, "
+                               f"which is not a version number") from None
+        if version < _vtuple(MIN_API):
             raise CdtoolsError(
                 f"the daemon at {self.endpoint} speaks Engine API {advertised}; cdtools needs {MIN_API} or newer"
             )
-        return advertised if _vtuple(advertised) < _vtuple(MAX_API) else MAX_API
+        return advertised if version < _vtuple(MAX_API) else MAX_API
+
+    def _version_document_api(self) -> str:
+        """ApiVersion from the unversioned /version; MIN_API when it says nothing (as the docker CLI assumes 1.24)."""
+        resp = self.transport.request("GET", "/version")
+        body = resp.read()
+        if resp.status >= 400:
+            raise api_error(resp.status, error_message(body), method="GET", path="/version")
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise CdtoolsError(f"{self.endpoint} answered /_ping but its /version is not JSON: "
+                               f"it does not look like a Docker daemon")
+        return str(doc.get("ApiVersion") or MIN_API)
 
     def _send(self, method: str, path: str, *, query: Optional[Mapping[str, Any]] = None,
               headers: Optional[Mapping[str, str]] = None, body: Body = None,
