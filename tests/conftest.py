@@ -264,17 +264,18 @@ def _stack_problems(api: EngineAPI) -> List[str]:
 
 
 def _started_by_stack() -> Dict[str, int]:
-    """Components whose local-stack pid file names a live process: {name: pid}."""
+    """Running processes that local-stack started: {component: pid}."""
+    try:
+        proc = _stack("started", timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if proc.returncode != 0:
+        return {}
     live = {}
-    for name in ("dockerd", "registry"):
-        try:
-            pid = int((STATE_DIR / f"{name}.pid").read_text().strip())
-            # argv is empty for a zombie, which kill(pid, 0) would count as alive
-            if not Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
-        except (OSError, ValueError):
-            continue
-        live[name] = pid
+    for line in proc.stdout.splitlines():
+        name, _, pid = line.partition(" ")
+        if pid.isdigit():
+            live[name] = int(pid)
     return live
 
 
