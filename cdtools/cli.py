@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Dict, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, TextIO, Tuple
 
 from . import auth
 from . import engine as engine_mod
@@ -63,13 +63,12 @@ def add_credential_args(p: argparse.ArgumentParser) -> None:
                    help="environment variable holding the password (default: %(default)s)")
 
 
-def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
-                    stdin: Optional[TextIO] = None) -> "auth.Credentials":
-    """Resolve credentials for ``registry`` from the flags, the environment or config.json."""
-    if getattr(args, "password_argv", None) is not None:
-        raise UsageError("a password on the command line is visible to every user of this machine: "
-                         "use --password-stdin, --password-file or the CDTOOLS_REGISTRY_PASSWORD variable")
-    password = None
+def _password_from_flags(args: argparse.Namespace, stdin: Optional[TextIO]) -> Tuple[Optional[str], str]:
+    """The password from --password-stdin / --password-file, read once per run."""
+    cached = getattr(args, "_password_cache", None)
+    if cached is not None:
+        return cached.value
+    password: Optional[str] = None
     source = ""
     if args.password_stdin:
         password = auth.read_password_stdin(stdin if stdin is not None else sys.stdin)
@@ -77,6 +76,29 @@ def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
     elif args.password_file:
         password = auth.read_password_file(args.password_file)
         source = f"--password-file {args.password_file}"
+    args._password_cache = _Hidden((password, source))
+    return password, source
+
+
+class _Hidden:
+    """Holds a value whose repr must never show it (argparse Namespaces get printed)."""
+
+    def __init__(self, value: Tuple[Optional[str], str]) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
+def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
+                    stdin: Optional[TextIO] = None) -> "auth.Credentials":
+    """Resolve credentials for ``registry`` from the flags, the environment or config.json."""
+    if getattr(args, "password_argv", None) is not None:
+        raise UsageError("a password on the command line is visible to every user of this machine: "
+                         "use --password-stdin, --password-file or the CDTOOLS_REGISTRY_PASSWORD variable")
+    password, source = _password_from_flags(args, stdin)
+    if args.username and password is None:
+        raise UsageError("--username needs --password-stdin or --password-file")
     if password is not None and not args.username:
         raise UsageError(f"{source} needs --username")
     return auth.resolve(registry, username=args.username if password is not None else None,
