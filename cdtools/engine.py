@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 from . import jsonstream
-from .errors import APIError, CdtoolsError, UsageError, api_error
+from .errors import APIError, CdtoolsError, TransportError, UsageError, api_error
 from .settings import Settings
 from .transport import Body, Endpoint, Response, Transport, error_message, parse_host
 
@@ -69,6 +69,9 @@ class Engine:
         resp = self.transport.request("GET", "/_ping")
         advertised = resp.header("Api-Version")
         body = resp.read()
+        if resp.status == 400 and b"HTTP request to an HTTPS server" in body:
+            raise TransportError(f"{self.endpoint} speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH "
+                                 f"(ca.pem, cert.pem, key.pem), or use the daemon's plain-tcp port")
         if resp.status >= 400:
             raise api_error(resp.status, error_message(body), method="GET", path="/_ping")
         if not advertised:
