@@ -16,9 +16,10 @@ import os
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import IO, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import StreamTimeout, TransportError, UsageError, api_error
@@ -98,22 +99,34 @@ def _guard_body(body: Iterable[bytes]) -> Iterator[bytes]:
         raise _BodyFailed(exc) from exc
 
 
-def _describe(exc: BaseException, endpoint: Endpoint) -> str:
-    """One line saying what went wrong with the connection, for a user."""
+def _describe(exc: BaseException, endpoint: Endpoint, *, client_cert: bool = False,
+              before_answer: bool = False) -> str:
+    """One line saying what went wrong with the connection, for a user.
+
+    ``before_answer``: the failure came before any byte of an answer, which over
+    TLS 1.3 is where a daemon's verdict on the client certificate lands (the
+    client's side of the handshake is over before the daemon checks its cert).
+    """
     where = str(endpoint)
+    certs = endpoint.cert_path or "DOCKER_CERT_PATH"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if getattr(exc, "verify_code", None) == 62 or "hostname" in str(exc).lower() or "IP address mismatch" in str(exc):
-            return f"TLS: the daemon's certificate does not match the host name in {where} ({exc.verify_message})"
-        return f"TLS: the daemon's certificate is not trusted by the CA in {endpoint.cert_path or 'DOCKER_CERT_PATH'} ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
         text = str(exc)
-        if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
-            return f"TLS: the daemon at {where} requires a client certificate (cert.pem/key.pem in DOCKER_CERT_PATH)"
-        if "BAD_CERTIFICATE" in text.upper() or "UNKNOWN_CA" in text.upper():
-            return f"TLS: the daemon at {where} rejected the client certificate"
-        if "WRONG_VERSION_NUMBER" in text.upper():
-            return f"TLS: {where} does not speak TLS (try tcp:// without DOCKER_TLS_VERIFY)"
-        return f"TLS error talking to {where}: {exc.reason or text}"
+        if getattr(exc, "verify_code", None) in (62, 64) or "mismatch" in text.lower():
+            return (f"TLS: the daemon's certificate does not match the host name in {where} "
+                    f"({exc.verify_message}); use a name or address the certificate lists")
+        return f"TLS: the daemon's certificate is not trusted by the CA in {certs}/ca.pem ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+        text = str(exc).upper()
+        if any(alert in text for alert in ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                                            "CERTIFICATE_UNKNOWN", "HANDSHAKE_FAILURE")):
+            return _client_cert_refused(where, certs, client_cert, certain=True)
+        if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text:
+            return f"TLS: {where} does not speak TLS (try without DOCKER_TLS_VERIFY / DOCKER_TLS)"
+        return f"TLS error talking to {where}: {exc.reason or exc}"
+    if endpoint.tls and before_answer and isinstance(
+            exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+        # The alert was lost in the reset; the daemon hung up right after the handshake.
+        return _client_cert_refused(where, certs, client_cert, certain=False)
     if isinstance(exc, FileNotFoundError) and endpoint.scheme == "unix":
         return f"no Docker daemon socket at {endpoint.address} (is dockerd running? set DOCKER_HOST or -H)"
     if isinstance(exc, PermissionError) and endpoint.scheme == "unix":
@@ -128,11 +141,23 @@ def _describe(exc: BaseException, endpoint: Endpoint) -> str:
         return f"the daemon at {where} closed the connection without answering"
     if isinstance(exc, http.client.IncompleteRead):
         return f"the connection to {where} broke in the middle of a response"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)):
         return f"the connection to {where} was reset"
     if isinstance(exc, OSError):
         return f"cannot talk to {where}: {exc.strerror or exc}"
     return f"bad HTTP from {where}: {exc.__class__.__name__} {exc}"
+
+
+def _client_cert_refused(where: str, certs: str, client_cert: bool, *, certain: bool) -> str:
+    if not client_cert:
+        verdict = "requires a client certificate" if certain else "closed the connection: it probably requires a client certificate"
+        return f"TLS: the daemon at {where} {verdict}, and there is no cert.pem/key.pem in {certs}"
+    verdict = "rejected" if certain else "closed the connection: it probably rejected"
+    return f"TLS: the daemon at {where} {verdict} the client certificate {certs}/cert.pem (not signed by a CA it trusts?)"
+
+
+def _connect_timeout(timeout: Optional[float]) -> float:
+    return CONNECT_TIMEOUT if timeout is None else min(CONNECT_TIMEOUT, timeout)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -142,7 +167,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(CONNECT_TIMEOUT)
+        sock.settimeout(_connect_timeout(self.timeout))
         try:
             sock.connect(self._path)
         except BaseException:
@@ -154,14 +179,14 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class _TCPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        self.sock = socket.create_connection((self.host, self.port), _connect_timeout(self.timeout))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(self.timeout)
 
 
 class _TLSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        sock = socket.create_connection((self.host, self.port), _connect_timeout(self.timeout))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
@@ -172,39 +197,88 @@ class _TLSConnection(http.client.HTTPSConnection):
 
 
 class _SSHConnection(http.client.HTTPConnection):
-    """HTTP over ``ssh DEST -- docker system dial-stdio``, as the docker CLI does."""
+    """HTTP over ``ssh … -- HOST docker system dial-stdio``, as the docker CLI does.
 
-    def __init__(self, destination: str, ssh_path: str, timeout: Optional[float]) -> None:
+    ssh reads the user's ~/.ssh/config (keys, known_hosts, ProxyJump…) as usual;
+    ``BatchMode=yes`` because a CI job has nobody to type a password, and a
+    prompt would hang the step instead of failing it.  The remote ``docker`` is
+    whichever the remote PATH finds first: ``dial-stdio`` only pipes bytes to the
+    remote daemon's socket, so any CLI since 18.09 serves.
+    """
+
+    def __init__(self, destination: str, ssh_path: str, options: Sequence[str], timeout: Optional[float]) -> None:
         super().__init__("localhost", timeout=timeout)
         self._destination = destination
         self._ssh_path = ssh_path
-        self._proc: Optional[subprocess.Popen] = None
+        self._options = list(options)
+        self._proc: Optional["subprocess.Popen[bytes]"] = None
+        self._stderr: Optional[IO[bytes]] = None
+        #: set by close(): ssh's exit status (None while running or when it had to be killed) and stderr
+        self.returncode: Optional[int] = None
+        self.stderr_text = ""
+
+    def argv(self) -> List[str]:
+        parts = urlsplit(f"ssh://{self._destination}")
+        argv = [self._ssh_path or "ssh", "-T", "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={max(1, int(_connect_timeout(self.timeout)))}", *self._options]
+        if parts.username:
+            argv += ["-l", parts.username]
+        if parts.port:
+            argv += ["-p", str(parts.port)]
+        return argv + ["--", parts.hostname or "", "docker", "system", "dial-stdio"]
 
     def connect(self) -> None:
         ours, theirs = socket.socketpair()
-        argv = [self._ssh_path or "ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(CONNECT_TIMEOUT)}"]
-        dest, port = self._destination, ""
-        host_part = dest.rpartition("@")[2]
-        if ":" in host_part and not host_part.endswith("]"):
-            dest, _, port = dest.rpartition(":")
-            argv += ["-p", port]
-        argv += ["--", dest, "docker", "system", "dial-stdio"]
-        self._proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, close_fds=True)
-        theirs.close()
+        # a file, not a pipe: nobody reads ssh's stderr while the request runs,
+        # and a full pipe would stall ssh
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(self.argv(), stdin=theirs, stdout=theirs, stderr=self._stderr,
+                                          close_fds=True)
+        except FileNotFoundError:
+            ours.close()
+            raise TransportError(f"cannot reach ssh://{self._destination}: no {self._ssh_path or 'ssh'} "
+                                 f"program on PATH (install an OpenSSH client)") from None
+        finally:
+            theirs.close()
         ours.settimeout(self.timeout)
         self.sock = ours
 
+    def diagnosis(self) -> str:
+        """ssh's exit status and the last line it wrote on stderr (after :meth:`close`)."""
+        if self.returncode is None or self.returncode == 0 and not self.stderr_text:
+            return ""
+        lines = [line.strip() for line in self.stderr_text.splitlines()]
+        lines = [line for line in lines if line and not line.startswith("Warning: Permanently added")]
+        last = lines[-1] if lines else ""
+        return f"ssh exited with {self.returncode}" + (f": {last}" if last else "")
+
     def close(self) -> None:
-        super().close()
+        super().close()  # ssh sees EOF on its stdin and ends
         proc, self._proc = self._proc, None
         if proc is not None:
             try:
-                proc.wait(timeout=2)
+                self.returncode = proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.kill()  # ours to end: it outlived its connection; its status means nothing
                 proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            self.stderr_text = self._stderr.read(65536).decode("utf-8", "replace")
+            self._stderr.close()
+            self._stderr = None
+
+
+def _explain(exc: BaseException, conn: http.client.HTTPConnection, endpoint: Endpoint, *,
+             client_cert: bool, before_answer: bool) -> str:
+    text = _describe(exc, endpoint, client_cert=client_cert, before_answer=before_answer)
+    if isinstance(conn, _SSHConnection):
+        conn.close()  # lets ssh finish, so that its exit status and last words are known
+        why = conn.diagnosis()
+        if why:
+            # what ssh said is the useful part: auth refused, host down, no docker there
+            return f"cannot talk to the daemon over {endpoint}: {why}"
+    return text
 
 
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
@@ -215,7 +289,13 @@ def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
     if endpoint.tls_verify:
         if not os.path.isfile(ca):
             raise UsageError(f"DOCKER_TLS_VERIFY is set but {ca} does not exist (set DOCKER_CERT_PATH)")
-        ctx = ssl.create_default_context(cafile=ca)
+        try:
+            ctx = ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"TLS: cannot read the CA certificate {ca}: {exc}") from None
+        # Python 3.13 turns on strict X.509 checks that Go (dockerd, the docker CLI)
+        # does not make; certificates made by the docs' openssl recipe fail them.
+        ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -234,11 +314,12 @@ class Response:
     """A response whose reads turn network failures into TransportError."""
 
     def __init__(self, raw: http.client.HTTPResponse, conn: http.client.HTTPConnection,
-                 endpoint: Endpoint, deadline: Optional[float]) -> None:
+                 endpoint: Endpoint, deadline: Optional[float], client_cert: bool = False) -> None:
         self._raw = raw
         self._conn = conn
         self._endpoint = endpoint
         self._deadline = deadline
+        self._client_cert = client_cert
         self.status: int = raw.status
         self.reason: str = raw.reason
 
@@ -249,15 +330,19 @@ class Response:
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise StreamTimeout(f"no end from {self._endpoint} within the step's --timeout")
 
+    def _failed(self, exc: BaseException) -> TransportError:
+        return TransportError(_explain(exc, self._conn, self._endpoint, client_cert=self._client_cert,
+                                       before_answer=False))
+
     def read(self) -> bytes:
         """The whole body."""
         try:
             return self._raw.read()
         except socket.timeout:
             self._check_deadline()
-            raise TransportError(_describe(socket.timeout(), self._endpoint)) from None
+            raise self._failed(socket.timeout()) from None
         except (OSError, http.client.HTTPException) as exc:
-            raise TransportError(_describe(exc, self._endpoint)) from exc
+            raise self._failed(exc) from exc
         finally:
             self.close()
 
@@ -275,7 +360,7 @@ class Response:
                     return
                 yield chunk
         except (OSError, http.client.HTTPException) as exc:
-            raise TransportError(_describe(exc, self._endpoint)) from exc
+            raise self._failed(exc) from exc
         finally:
             self.close()
 
@@ -285,14 +370,22 @@ class Response:
 
 
 class Transport:
-    """Sends one HTTP request to the daemon and returns its :class:`Response`."""
+    """Sends one HTTP request to the daemon and returns its :class:`Response`.
 
-    def __init__(self, endpoint: Endpoint, *, ssh_path: str = "ssh", timeout: Optional[float] = None) -> None:
+    ``timeout`` is the whole step's deadline (``--timeout``), counted from now;
+    None lets streams run as long as the daemon keeps them going.
+    ``ssh_options`` are extra ``ssh`` arguments (say ``["-F", "ssh_config"]``) for
+    callers that can't rely on ~/.ssh/config.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, ssh_path: str = "ssh", ssh_options: Sequence[str] = (),
+                 timeout: Optional[float] = None) -> None:
         self.endpoint = endpoint
         self._ssh_path = ssh_path
-        #: whole-step deadline (``--timeout``); None means streams may run forever
+        self._ssh_options = tuple(ssh_options)
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._tls: Optional[ssl.SSLContext] = tls_context(endpoint) if endpoint.tls else None
+        self._client_cert = self._tls is not None and _has_client_cert(endpoint)
 
     def _remaining(self) -> Optional[float]:
         if self._deadline is None:
@@ -302,12 +395,15 @@ class Transport:
             raise StreamTimeout(f"no end from {self.endpoint} within the step's --timeout")
         return left
 
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
     def _connection(self, timeout: Optional[float]) -> http.client.HTTPConnection:
         ep = self.endpoint
         if ep.scheme == "unix":
             return _UnixConnection(ep.address, timeout)
         if ep.scheme == "ssh":
-            return _SSHConnection(ep.address, self._ssh_path, timeout)
+            return _SSHConnection(ep.address, self._ssh_path, self._ssh_options, timeout)
         host, _, port = ep.address.rpartition(":")
         host = host.strip("[]")
         if self._tls is not None:
@@ -332,34 +428,45 @@ class Transport:
                 raise failed.original from None
             except (OSError, http.client.HTTPException) as exc:
                 # The daemon may have answered (say, 400) and closed before reading the
-                # whole upload; that answer is the useful message.
-                early = self._early_answer(conn)
-                conn.close()
+                # whole upload; that answer is the useful message.  Over TLS the
+                # answer may instead be an alert saying why it hung up.
+                early, read_error = self._early_answer(conn)
                 if early is not None:
+                    conn.close()
                     status, message = early
                     raise api_error(status, f"{message} (the daemon closed the connection during the upload)",
                                     method=method, path=path) from None
-                if isinstance(exc, socket.timeout) and self._deadline is not None and time.monotonic() > self._deadline:
-                    raise StreamTimeout(f"no end from {self.endpoint} within the step's --timeout") from None
-                raise TransportError(_describe(exc, self.endpoint)) from exc
+                if isinstance(read_error, ssl.SSLError) and not isinstance(read_error, ssl.SSLEOFError):
+                    exc = read_error
+                raise exc
             raw = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            if isinstance(exc, socket.timeout) and self._deadline is not None and time.monotonic() > self._deadline:
+            if isinstance(exc, socket.timeout) and self._past_deadline():
+                conn.close()
                 raise StreamTimeout(f"no answer from {self.endpoint} within the step's --timeout") from None
-            raise TransportError(_describe(exc, self.endpoint)) from exc
-        return Response(raw, conn, self.endpoint, self._deadline)
+            message = _explain(exc, conn, self.endpoint, client_cert=self._client_cert, before_answer=True)
+            conn.close()
+            raise TransportError(message) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return Response(raw, conn, self.endpoint, self._deadline, self._client_cert)
 
     @staticmethod
-    def _early_answer(conn: http.client.HTTPConnection) -> Optional[Tuple[int, str]]:
+    def _early_answer(conn: http.client.HTTPConnection) -> Tuple[Optional[Tuple[int, str]], Optional[BaseException]]:
+        """An answer already sent when the upload failed, or what reading it raised."""
         try:
             if conn.sock is not None:
                 conn.sock.settimeout(2.0)
             raw = conn.getresponse()
             body = raw.read(4096)
-        except Exception:  # noqa: BLE001 - best effort: there may be no answer at all
-            return None
-        return raw.status, error_message(body)
+        except Exception as exc:  # noqa: BLE001 - best effort: there may be no answer at all
+            return None, exc
+        return (raw.status, error_message(body)), None
+
+
+def _has_client_cert(endpoint: Endpoint) -> bool:
+    return os.path.isfile(os.path.join(endpoint.cert_path, "cert.pem"))
 
 
 TransportFactory = Callable[[Endpoint], Transport]
