@@ -1,0 +1,220 @@
+"""cdtools over TLS, against a real second dockerd that only speaks TLS (scripts/tls-daemon).
+
+The daemon gets its own certificates (made with openssl by the script), data
+root, exec root, containerd and bridge, so it never disturbs the machine's own
+daemon; it is stopped by pid and removed at the end of the session.  It starts
+with no images: the tests that need ``busybox:latest`` build it there, over
+TLS, from the machine's busybox-static binary.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+from cdtools import engine as engine_mod, settings as settings_mod, tag
+from cdtools.errors import TransportError
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "tls-daemon"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+BUSYBOX = "/bin/busybox"
+
+
+@dataclass(frozen=True)
+class TLSDaemon:
+    dir: Path
+    host: str  # tcp://127.0.0.1:PORT
+    port: int
+
+    def certs(self, which: str = "client") -> str:
+        return str(self.dir / "certs" / which)
+
+    def env(self, which: str = "client", host: str = "") -> Dict[str, str]:
+        return {"DOCKER_HOST": host or self.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": self.certs(which)}
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"TLS daemon unavailable: {reason}", pytrace=False)
+    pytest.skip(f"TLS daemon unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def tls_daemon() -> Iterator[TLSDaemon]:
+    if os.geteuid() != 0:
+        _unavailable("needs root to start dockerd")
+    for tool in ("openssl", "ip"):
+        if shutil.which(tool) is None:
+            _unavailable(f"no {tool}")
+    if shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        _unavailable("no dockerd")
+    # short: containerd's socket lives below it, and unix socket paths are limited
+    d = Path(tempfile.mkdtemp(prefix="cdtls-", dir="/tmp"))
+    d.rmdir()
+    started = subprocess.run([sys.executable, str(SCRIPT), "start", str(d)], capture_output=True, text=True,
+                             timeout=180)
+    if started.returncode != 0:
+        pytest.fail(f"scripts/tls-daemon start failed: {started.stderr.strip()}", pytrace=False)
+    env = dict(line[len("export "):].split("=", 1) for line in started.stdout.splitlines())
+    host = env["DOCKER_HOST"]
+    try:
+        yield TLSDaemon(dir=d, host=host, port=int(host.rsplit(":", 1)[1]))
+    finally:
+        subprocess.run([sys.executable, str(SCRIPT), "stop", str(d)], timeout=120)
+
+
+def connect(env: Dict[str, str]) -> engine_mod.Engine:
+    return engine_mod.connect(settings_mod.from_env(env))
+
+
+def busybox_context() -> bytes:
+    """FROM scratch + the static busybox, as scripts/local-stack makes the base image."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dockerfile = b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        tar.add(BUSYBOX, arcname="busybox")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tls_busybox(tls_daemon: TLSDaemon) -> str:
+    """``busybox:latest`` on the TLS daemon, built over TLS; its image id."""
+    if not os.path.exists(BUSYBOX):
+        _unavailable(f"no {BUSYBOX} (Debian busybox-static)")
+    eng = connect(tls_daemon.env())
+    image_id = ""
+    for record in eng.build([busybox_context()], tags=["busybox:latest"]):
+        aux = record.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            image_id = str(aux["ID"])
+    assert image_id.startswith("sha256:")
+    return image_id
+
+
+# -- the good path -----------------------------------------------------------------------------------
+
+
+def test_ping_and_version_over_tls(tls_daemon):
+    eng = connect(tls_daemon.env())
+    assert eng.endpoint.tls and str(eng.endpoint) == f"https://127.0.0.1:{tls_daemon.port}"
+    assert eng.ping() == "1.41"
+    assert eng.version()["ApiVersion"] == "1.41"
+    # and it is really the second daemon, not the machine's own
+    info = eng.transport.request("GET", "/v1.41/info").read()
+    assert f'"DockerRootDir":"{tls_daemon.dir}/data"'.encode() in info
+
+
+def test_localhost_is_in_the_certificate_too(tls_daemon):
+    eng = connect(tls_daemon.env(host=f"tcp://localhost:{tls_daemon.port}"))
+    assert eng.version()["ApiVersion"] == "1.41"
+
+
+def test_build_and_run_over_tls(tls_daemon, tls_busybox):
+    """A build with a RUN step over TLS: the context goes up, the stream comes back, the image is there."""
+    eng = connect(tls_daemon.env())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dockerfile = b"FROM busybox\nRUN echo over-tls > /proof\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    out = []
+    for record in eng.build([buf.getvalue()], tags=["cdtls-proof:1"]):
+        out.append(str(record.get("stream", "")))
+    assert "Successfully tagged cdtls-proof:1\n" in out
+    assert eng.inspect_image("cdtls-proof:1")["Id"].startswith("sha256:")
+    created = eng.create_container("cdtls-proof", {"Image": "cdtls-proof:1", "Cmd": ["cat", "/proof"]})
+    try:
+        eng.start(created["Id"])
+        assert eng.wait(created["Id"]) == 0
+        assert eng.logs(created["Id"]) == "over-tls\n"
+    finally:
+        eng.remove_container(created["Id"], force=True)
+        eng.remove_image("cdtls-proof:1")
+    # the machine's own daemon kept its bridge: a second dockerd must not touch docker0
+    assert Path("/sys/class/net/docker0").exists()
+
+
+# -- each TLS failure says which -------------------------------------------------------------------
+
+
+def test_wrong_ca(tls_daemon):
+    with pytest.raises(TransportError) as caught:
+        connect(tls_daemon.env("wrong-ca")).ping()
+    assert str(caught.value) == (f"TLS: the daemon's certificate is not trusted by the CA in "
+                                 f"{tls_daemon.certs('wrong-ca')}/ca.pem (unable to get local issuer certificate)")
+
+
+def test_missing_client_certificate(tls_daemon):
+    with pytest.raises(TransportError) as caught:
+        connect(tls_daemon.env("no-client-cert")).ping()
+    text = str(caught.value)
+    assert text.startswith(f"TLS: the daemon at https://127.0.0.1:{tls_daemon.port} ")
+    assert "requires a client certificate" in text
+    assert text.endswith(f"there is no cert.pem/key.pem in {tls_daemon.certs('no-client-cert')}")
+
+
+def test_client_certificate_from_another_ca(tls_daemon):
+    with pytest.raises(TransportError) as caught:
+        connect(tls_daemon.env("foreign-client")).ping()
+    text = str(caught.value)
+    assert "rejected the client certificate" in text
+    assert f"{tls_daemon.certs('foreign-client')}/cert.pem" in text
+
+
+def test_host_name_not_in_the_certificate(tls_daemon):
+    # the daemon listens on 127.0.0.2 too, but its certificate lists only 127.0.0.1 and localhost
+    env = tls_daemon.env(host=f"tcp://127.0.0.2:{tls_daemon.port}")
+    with pytest.raises(TransportError) as caught:
+        connect(env).ping()
+    assert str(caught.value) == (
+        f"TLS: the daemon's certificate does not match the host name in https://127.0.0.2:{tls_daemon.port} "
+        f"(IP address mismatch, certificate is not valid for '127.0.0.2'.); "
+        f"use a name or address the certificate lists")
+
+
+def test_plain_http_to_the_tls_port_says_to_turn_tls_on(tls_daemon):
+    with pytest.raises(TransportError) as caught:
+        connect({"DOCKER_HOST": tls_daemon.host}).ping()
+    assert "speaks TLS" in str(caught.value)
+    assert "DOCKER_TLS_VERIFY=1" in str(caught.value)
+
+
+def test_no_ca_file_is_a_usage_error(tls_daemon, tmp_path):
+    with pytest.raises(Exception) as caught:
+        connect({"DOCKER_HOST": tls_daemon.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)})
+    assert getattr(caught.value, "exit_code", None) == 2
+    assert str(caught.value) == f"DOCKER_TLS_VERIFY is set but {tmp_path}/ca.pem does not exist (set DOCKER_CERT_PATH)"
+
+
+@pytest.mark.parametrize("which, words", [
+    ("wrong-ca", "is not trusted by the CA in"),
+    ("no-client-cert", "requires a client certificate"),
+    ("foreign-client", "rejected the client certificate"),
+    ("client@127.0.0.2", "does not match the host name"),
+])
+def test_tls_failures_through_a_step_are_one_line(tls_daemon, monkeypatch, capsys, which, words):
+    which, _, address = which.partition("@")
+    env = tls_daemon.env(which, host=f"tcp://{address}:{tls_daemon.port}" if address else "")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code = tag.main(["busybox:latest", "cdtls-never:1"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("cdtools tag: error: TLS: ")
+    assert words in err
