@@ -37,6 +37,7 @@ import socket
 import subprocess
 import urllib.parse
 import uuid
+from email.message import Message
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -114,7 +115,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 @dataclasses.dataclass(frozen=True)
 class Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Message  # case-insensitive get(), as HTTP means header names
     body: bytes
 
     def json(self) -> Any:
