@@ -247,7 +247,8 @@ class Report:
             details = _details(rec)
             if details:
                 ET.SubElement(case, "system-out").text = xml_text(details)
-        return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
+        document: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+        return document + b"\n"
 
     # -- writing ---------------------------------------------------------
 
