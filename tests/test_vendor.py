@@ -211,3 +211,18 @@ def test_pyz_runs_as_an_executable(pyz: Path, tmp_path: Path) -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("cdtools ")
+
+
+def test_source_may_be_a_zipapp(pyz: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.pyz"
+    result = vendor.run(str(again), source=str(pyz))
+    assert again.read_bytes() == pyz.read_bytes()
+    assert result.files == len(zipfile.ZipFile(pyz).namelist())
+
+
+def test_source_that_is_not_a_package_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = _py("-m", "cdtools.vendor", "-o", str(tmp_path / "x.pyz"), "--source", str(tmp_path / "empty"), cwd=REPO)
+    assert proc.returncode == 2
+    assert "not a Python package directory" in proc.stderr
+    _no_traceback(proc)
