@@ -217,7 +217,8 @@ def test_source_may_be_a_zipapp(pyz: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.pyz"
     result = vendor.run(str(again), source=str(pyz))
     assert again.read_bytes() == pyz.read_bytes()
-    assert result.files == len(zipfile.ZipFile(pyz).namelist())
+    with zipfile.ZipFile(pyz) as zf:
+        assert result.files == len(zf.namelist())
 
 
 def test_source_that_is_not_a_package_is_refused(tmp_path: Path) -> None:
