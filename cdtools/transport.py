@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import socket
 import ssl
@@ -53,9 +54,16 @@ class Endpoint:
 
 
 def parse_host(url: str, *, tls: bool = False, tls_verify: bool = False, cert_path: str = "") -> Endpoint:
-    """Parse DOCKER_HOST the way the docker CLI does."""
+    """Parse DOCKER_HOST the way the docker CLI does.
+
+    As there, ``host:port`` with no scheme means tcp, and an empty host means
+    localhost.  A missing port is 2375, or 2376 with TLS (the docker CLI says
+    2375 either way; 2376 is the port every TLS daemon is set up on).
+    """
     if "://" not in url:
-        raise UsageError(f"DOCKER_HOST {url!r}: expected unix:///path, tcp://host:port or ssh://user@host")
+        if not url or url.startswith("/"):
+            raise UsageError(f"DOCKER_HOST/-H {url!r}: expected unix:///path, tcp://host:port or ssh://user@host")
+        url = "tcp://" + url
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "unix":
@@ -63,22 +71,24 @@ def parse_host(url: str, *, tls: bool = False, tls_verify: bool = False, cert_pa
         return Endpoint("unix", path)
     if scheme in ("tcp", "http", "https"):
         use_tls = tls or tls_verify or scheme == "https"
-        if not parts.hostname:
-            raise UsageError(f"DOCKER_HOST {url!r}: no host name")
+        if parts.path not in ("", "/"):
+            raise UsageError(f"DOCKER_HOST/-H {url!r}: a tcp address has no path")
         try:
             port = parts.port
         except ValueError:
-            raise UsageError(f"DOCKER_HOST {url!r}: bad port") from None
+            raise UsageError(f"DOCKER_HOST/-H {url!r}: bad port") from None
         port = port or (2376 if use_tls else 2375)
-        host = parts.hostname
+        host = parts.hostname or "localhost"
         if ":" in host:  # IPv6 literal
             host = f"[{host}]"
         return Endpoint("tcp", f"{host}:{port}", tls=use_tls, tls_verify=tls_verify, cert_path=cert_path)
     if scheme == "ssh":
         if not parts.hostname:
-            raise UsageError(f"DOCKER_HOST {url!r}: no host name")
+            raise UsageError(f"DOCKER_HOST/-H {url!r}: no host name")
+        if parts.path not in ("", "/") or parts.query:
+            raise UsageError(f"DOCKER_HOST/-H {url!r}: an ssh address has no path (ssh://[user@]host[:port])")
         return Endpoint("ssh", parts.netloc)
-    raise UsageError(f"DOCKER_HOST {url!r}: unsupported scheme {scheme!r} (unix, tcp or ssh)")
+    raise UsageError(f"DOCKER_HOST/-H {url!r}: unsupported scheme {scheme!r} (unix, tcp or ssh)")
 
 
 class _BodyFailed(Exception):
@@ -220,7 +230,7 @@ class _SSHConnection(http.client.HTTPConnection):
     def argv(self) -> List[str]:
         parts = urlsplit(f"ssh://{self._destination}")
         argv = [self._ssh_path or "ssh", "-T", "-o", "BatchMode=yes",
-                "-o", f"ConnectTimeout={max(1, int(_connect_timeout(self.timeout)))}", *self._options]
+                "-o", f"ConnectTimeout={math.ceil(_connect_timeout(self.timeout))}", *self._options]
         if parts.username:
             argv += ["-l", parts.username]
         if parts.port:
