@@ -381,25 +381,34 @@ def route(routes: Mapping[Tuple[str, str], Handler], *, api: Optional[str] = "1.
 class RawDaemon:
     """A fake daemon on 127.0.0.1:<free port>; one thread per connection.
 
-    ``with RawDaemon(handler) as d:`` … ``d.host`` is the DOCKER_HOST to use;
+    ``with RawDaemon(handler) as d:`` … ``d.host`` is the DOCKER_HOST to use
+    (``unix_path=`` serves a unix socket instead);
     ``d.requests`` lists every request head it read.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, unix_path: Optional[str] = None) -> None:
         self.handler = handler
         self.requests: List[Request] = []
         self.errors: List[BaseException] = []
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
+        self.unix_path = unix_path
+        if unix_path is not None:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(unix_path)
+            self.port = 0
+        else:
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind(("127.0.0.1", 0))
+            self.port = int(self._listener.getsockname()[1])
         self._listener.listen(16)
-        self.port: int = self._listener.getsockname()[1]
         self._threads: List[threading.Thread] = []
         self._closed = False
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
 
     @property
     def host(self) -> str:
+        if self.unix_path is not None:
+            return f"unix://{self.unix_path}"
         return f"tcp://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "RawDaemon":
@@ -409,8 +418,8 @@ class RawDaemon:
     def __exit__(self, *exc: Any) -> None:
         self._closed = True
         try:
-            # wake accept()
-            socket.create_connection(("127.0.0.1", self.port), 1).close()
+            # shutdown() wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._listener.close()
