@@ -228,3 +228,77 @@ def test_fake_replays_the_recorded_stream_faithfully():
         got = drain(connect(daemon.host).build([tiny_context()]))
     assert got == fakes.recorded("build-ok").json_records()
     assert any(r.get("aux", {}).get("ID") for r in got)
+
+
+# -- through a step's main: exit code and one line on stderr --------------------------------------------------
+
+PUSH = ("POST", "/images/127.0.0.1:5000/cdfault/push")
+
+
+def push_main(daemon: fakes.RawDaemon, monkeypatch: Any, capsys: Any, *extra: str) -> "tuple[int, str, str]":
+    from cdtools import push
+
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)
+    code = push.main(["127.0.0.1:5000/cdfault:1", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("then, expected", [
+    ("reset", "the connection to {host} was reset"),
+    ("close", "the connection to {host} broke in the middle of a response"),
+    ("truncate", "the daemon's stream ended in the middle of a record: '{{\"stream\":\"Remov'"),
+])
+def test_push_stream_cut_fails_the_step(monkeypatch, capsys, then, expected):
+    records = fakes.recorded("push-ok").records()[:4]
+    with fakes.RawDaemon(fakes.route({PUSH: fakes.stream(records, then=then)})) as daemon:
+        code, out, err = push_main(daemon, monkeypatch, capsys)
+    assert code == 3
+    line = assert_one_line(err)
+    assert line == ("cdtools push: error: push of 127.0.0.1:5000/cdfault:1 to 127.0.0.1:5000: "
+                    + expected.format(host=daemon.host))
+    assert "pushed" not in out
+
+
+def test_push_stream_that_never_ends_stops_at_timeout(monkeypatch, capsys):
+    with fakes.RawDaemon(fakes.route({PUSH: fakes.endless(b'{"status":"Waiting","id":"ad2203f98667"}\r\n')})) as daemon:
+        code, _, err = push_main(daemon, monkeypatch, capsys, "--timeout", "1")
+    assert code == 3
+    assert assert_one_line(err) == (f"cdtools push: error: push of 127.0.0.1:5000/cdfault:1 to 127.0.0.1:5000: "
+                                    f"no end from {daemon.host} within the step's --timeout")
+
+
+def test_push_500_fails_the_step(monkeypatch, capsys):
+    handler = fakes.answer_json(500, "Internal Server Error", {"message": "write /var/lib/docker/x: no space left on device"})
+    with fakes.RawDaemon(fakes.route({PUSH: handler})) as daemon:
+        code, _, err = push_main(daemon, monkeypatch, capsys)
+    assert code == 5
+    assert assert_one_line(err) == ("cdtools push: error: push of 127.0.0.1:5000/cdfault:1 to 127.0.0.1:5000 "
+                                    "refused (500): write /var/lib/docker/x: no space left on device")
+
+
+def test_push_connection_refused_fails_the_step(monkeypatch, capsys):
+    from cdtools import push
+
+    host = f"tcp://127.0.0.1:{fakes.free_port()}"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    code = push.main(["127.0.0.1:5000/cdfault:1"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert assert_one_line(err) == (f"cdtools push: error: push of 127.0.0.1:5000/cdfault:1 to 127.0.0.1:5000: "
+                                    f"connection refused by {host} (is the daemon listening there?)")
+
+
+def test_tag_on_a_daemon_that_resets_at_once(monkeypatch, capsys):
+    from cdtools import tag
+
+    def reset(req: fakes.Request, conn: fakes.Conn) -> None:
+        conn.reset()
+
+    with fakes.RawDaemon(fakes.route({("POST", "/images/busybox:latest/tag"): reset})) as daemon:
+        monkeypatch.setenv("DOCKER_HOST", daemon.host)
+        code = tag.main(["busybox:latest", "cdfault:1"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert assert_one_line(err) in (f"cdtools tag: error: the connection to {daemon.host} was reset",
+                                    f"cdtools tag: error: the daemon at {daemon.host} closed the connection without answering")
