@@ -243,7 +243,7 @@ class _SSHConnection(http.client.HTTPConnection):
         # and a full pipe would stall ssh
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen(self.argv(), stdin=theirs, stdout=theirs, stderr=self._stderr,
+            self._proc = subprocess.Popen(self.argv(), stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=self._stderr,
                                           close_fds=True)
         except FileNotFoundError:
             ours.close()
@@ -493,6 +493,7 @@ def error_message(body: bytes) -> str:
         return text or "(no message)"
     if isinstance(doc, dict):
         for key in ("message", "error", "cause"):
-            if isinstance(doc.get(key), str) and doc[key]:
-                return doc[key]
+            value = doc.get(key)
+            if isinstance(value, str) and value:
+                return value
     return text
