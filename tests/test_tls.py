@@ -11,10 +11,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator
@@ -146,6 +149,39 @@ def test_build_and_run_over_tls(tls_daemon, tls_busybox):
         eng.remove_image("cdtls-proof:1")
     # the machine's own daemon kept its bridge: a second dockerd must not touch docker0
     assert Path("/sys/class/net/docker0").exists()
+
+
+def test_docker_tls_without_verify_skips_the_server_check(tls_daemon):
+    """DOCKER_TLS=1 alone: no server check (this ca.pem is another CA's), the client cert still sent."""
+    env = {"DOCKER_HOST": tls_daemon.host, "DOCKER_TLS": "1", "DOCKER_CERT_PATH": tls_daemon.certs("wrong-ca")}
+    assert connect(env).ping() == "1.41"
+    with pytest.raises(TransportError, match="not trusted by the CA"):
+        connect(dict(env, DOCKER_TLS_VERIFY="1")).ping()
+
+
+def test_published_port_answers_over_the_userland_proxy(tls_daemon, tls_busybox):
+    """What a deploy over TLS needs: a container's published port answers on loopback."""
+    eng = connect(tls_daemon.env())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    created = eng.create_container("cdtls-httpd", {
+        "Image": "busybox:latest", "Cmd": ["sh", "-c", "echo hello-tls > /index.html && httpd -f -p 8080 -h /"],
+        "ExposedPorts": {"8080/tcp": {}},
+        "HostConfig": {"PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}})
+    try:
+        eng.start(created["Id"])
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        body = b""
+        for _ in range(50):
+            try:
+                body = opener.open(f"http://127.0.0.1:{port}/index.html", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.1)  # httpd is still starting
+        assert body == b"hello-tls\n"
+    finally:
+        eng.remove_container(created["Id"], force=True)
 
 
 # -- each TLS failure says which -------------------------------------------------------------------
