@@ -1,0 +1,590 @@
+"""The build context: which files are sent, and the tar stream that sends them.
+
+``plan_context`` decides, ``stream_context`` sends. The plan follows the docker 20.10
+CLI (``docker build``, classic builder) exactly: the context directory and the
+Dockerfile are resolved through symlinks, ``.dockerignore`` is applied with the walk
+rules of moby 20.10's ``TarWithOptions`` (an excluded directory is entered only when an
+exception pattern's text starts with it), and the Dockerfile and ``.dockerignore`` are
+always sent: the CLI adds them back as exceptions and the daemon deletes them again
+after reading them when the patterns exclude them. A Dockerfile outside the context is
+sent under a generated name, ``.dockerfile.<20 hex>``, which is also appended to the
+``.dockerignore`` sent so that the daemon removes it, as the CLI does.
+
+With ``prune=True`` only the files the Dockerfile's COPY/ADD can read are sent (see
+``cdtools.dockerfile``); when that can't be known for certain the whole context goes
+and ``full_reason`` says why.
+
+The stream is written as it is read: a tar header built per entry and file data read
+in chunks, so memory stays bounded whatever the context size. Headers carry what the
+CLI sends -- uid/gid 0, the owner's user and group *names*, the mode with its type
+bits, mtime in whole seconds, hard links as link entries, symlinks as links, PAX
+records for long or non-ASCII names and for ``security.capability`` -- so the daemon's
+per-file checksums, and so its build cache, match a ``docker build`` of the same tree.
+
+Not as the CLI: FIFOs, sockets and device files are skipped with a warning (the CLI
+sends FIFOs and devices), and a file that cannot be read fails the plan or the stream
+with ``UsageError`` naming it (the CLI logs and carries on with a broken tar).
+"""
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import secrets
+import stat
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+
+from cdtools import dockerfile as dockerfile_mod
+from cdtools import dockerignore
+from cdtools.dockerignore import go_clean
+from cdtools.errors import UsageError
+
+DEFAULT_CHUNK = 64 * 1024
+#: gzip level used with compress=True: level 1 keeps pace with a LAN link
+GZIP_LEVEL = 1
+
+_DIR, _FILE, _LINK = "dir", "file", "link"
+_BLOCK = 512
+_ZEROS = bytes(_BLOCK)
+_END = bytes(2 * _BLOCK)  # Go's tar writer ends with two zero blocks, no record padding
+_HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12x")
+_MAX_OCTAL_11 = 0o77777777777
+_CAP_XATTR = "security.capability"
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """What will be sent as the build context, and why it is not the whole directory."""
+
+    root: str  # absolute context directory, symlinks resolved
+    dockerfile: str  # path of the Dockerfile inside the tar, posix, as passed in ?dockerfile=
+    entries: Tuple[str, ...]  # posix relative paths sent (files, links, dirs), in sorted-walk order
+    pruned_reason: Optional[str]  # None when the full context is sent, else "Dockerfile-aware: N of M files"
+    full_reason: Optional[str]  # why the full context was sent although pruning was asked, else None
+    dockerfile_source: Optional[str] = None  # absolute path of a Dockerfile outside the context
+    excludes: Tuple[str, ...] = ()  # the .dockerignore patterns as read
+
+
+def plan_context(
+    root: str,
+    dockerfile: Optional[str] = None,
+    *,
+    prune: bool = False,
+    build_args: Mapping[str, str] = {},
+    target: Optional[str] = None,
+    warn: Callable[[str], None] = _warn_stderr,
+    inspect_image: Optional[Callable[[str], Optional[dockerfile_mod.ImageConfig]]] = None,
+) -> ContextPlan:
+    """Decide what ``docker build [-f DOCKERFILE] ROOT`` sends.
+
+    ``dockerfile`` is taken like ``docker build -f``: relative to the current directory
+    (or absolute); None means ``ROOT/Dockerfile`` (or ``ROOT/dockerfile`` when only that
+    exists). ``inspect_image(name)`` lets pruning see a base image's ENV and ONBUILD
+    triggers (``ImageConfig.from_inspect`` of ``GET /images/{name}/json``; None when the
+    image is not present); without it pruning applies only to stages built ``FROM
+    scratch`` or from earlier stages. Raises UsageError for a missing context or
+    Dockerfile, a broken ``.dockerignore``, an unreadable directory, and a Dockerfile
+    that needs BuildKit.
+    """
+    root_abs = _resolve_root(root)
+    rel_dockerfile, source = _resolve_dockerfile(root_abs, dockerfile)
+    excludes = dockerignore.read(root_abs)
+    matcher = dockerignore.PatternMatcher(dockerignore.keep_build_files(excludes, rel_dockerfile))
+    walked = _walk(root_abs, matcher, warn)
+
+    tar_dockerfile = rel_dockerfile
+    if source is not None:
+        tar_dockerfile = ".dockerfile." + secrets.token_hex(10)
+    data = _read_dockerfile(source or os.path.join(root_abs, rel_dockerfile))
+    parsed = dockerfile_mod.parse(data)
+    dockerfile_mod.check_classic(parsed, name=dockerfile or "Dockerfile")
+
+    entries = tuple(rel for rel, _ in walked)
+    pruned_reason = full_reason = None
+    if prune:
+        sources = dockerfile_mod.context_sources(
+            parsed, build_args=build_args, target=target, inspect_image=inspect_image
+        )
+        if sources.reason is not None:
+            full_reason = sources.reason
+        else:
+            keep = {".dockerignore", rel_dockerfile}
+            selected = _select(root_abs, walked, sources.paths, keep)
+            files_all = sum(1 for _, kind in walked if kind != _DIR)
+            files_sent = sum(1 for rel, kind in walked if kind != _DIR and rel in selected)
+            entries = tuple(rel for rel, _ in walked if rel in selected)
+            pruned_reason = f"Dockerfile-aware: {files_sent} of {files_all} files"
+    return ContextPlan(
+        root=root_abs,
+        dockerfile=tar_dockerfile,
+        entries=entries,
+        pruned_reason=pruned_reason,
+        full_reason=full_reason,
+        dockerfile_source=source,
+        excludes=tuple(excludes),
+    )
+
+
+def _resolve_root(root: str) -> str:
+    path = os.path.abspath(root)
+    try:
+        real = os.path.realpath(path)
+        st = os.lstat(real)
+    except OSError as exc:
+        raise UsageError(f"unable to prepare context: path {root!r} not found") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"context must be a directory: {path}")
+    return real
+
+
+def _resolve_dockerfile(root: str, given: Optional[str]) -> Tuple[str, Optional[str]]:
+    """(path relative to the context, posix; absolute path when it lies outside, else None)."""
+    if given is None:
+        path = os.path.join(root, "Dockerfile")
+        if not os.path.lexists(path) and os.path.lexists(os.path.join(root, "dockerfile")):
+            path = os.path.join(root, "dockerfile")  # the CLI's lower-case fallback
+    else:
+        path = os.path.abspath(given)
+    real = os.path.realpath(path)
+    if not os.path.lexists(real):
+        raise UsageError(f"Cannot locate Dockerfile: {path}")
+    rel = os.path.relpath(real, root)
+    if rel == ".." or rel.startswith("../"):
+        return rel, real
+    return rel.replace(os.sep, "/"), None
+
+
+def _read_dockerfile(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read Dockerfile {path}: {exc.strerror or exc}") from exc
+
+
+def _name_key(entry: "os.DirEntry[str]") -> bytes:
+    return os.fsencode(entry.name)  # Go sorts names as bytes
+
+
+def _walk(root: str, matcher: dockerignore.PatternMatcher, warn: Callable[[str], None]) -> List[Tuple[str, str]]:
+    """The entries ``TarWithOptions`` sends, in its order: sorted names, parents first."""
+    out: List[Tuple[str, str]] = []
+    stack = [iter(_listdir(root, ""))]
+    prefixes = [""]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            prefixes.pop()
+            continue
+        rel = prefixes[-1] + entry.name
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            kind = _DIR if is_dir else _LINK if entry.is_symlink() else _FILE if entry.is_file(follow_symlinks=False) else ""
+        except OSError as exc:
+            raise _unreadable(entry.path, exc) from exc
+        if matcher.matches(rel):
+            # an excluded directory is still entered when an exception may reopen it
+            if not (is_dir and matcher.may_reopen(rel)):
+                continue
+        else:
+            if kind == "":
+                warn(f"skipping {entry.path}: sockets, FIFOs and devices are not sent")
+                continue
+            out.append((rel, kind))
+            if not is_dir:
+                continue
+        stack.append(iter(_listdir(root, rel)))
+        prefixes.append(rel + "/")
+    return out
+
+
+def _listdir(root: str, rel: str) -> List["os.DirEntry[str]"]:
+    path = os.path.join(root, rel) if rel else root
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=_name_key)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: str, exc: OSError) -> UsageError:
+    return UsageError(f"cannot read {path} from the build context: {exc.strerror or exc}")
+
+
+# ------------------------------------------------------------ Dockerfile-aware pruning
+
+def _select(root: str, walked: List[Tuple[str, str]], sources: Iterable[str], keep: Set[str]) -> Set[str]:
+    """The entries COPY/ADD of ``sources`` can read, plus ``keep`` and the parents of all."""
+    included = {rel for rel, _ in walked}
+    exact: Set[str] = set(keep)
+    trees: Set[str] = set()
+    present: Optional[List[str]] = None
+    for source in sources:
+        # the classic builder trims one leading "/" then one "./"
+        if source.startswith("/"):
+            source = source[1:]
+        if source.startswith("./"):
+            source = source[2:]
+        if dockerfile_mod.contains_wildcards(source):
+            if present is None:
+                present = _present_paths(included)
+            regex = dockerfile_mod.glob_regex(source)
+            matched = [p for p in present if regex is not None and regex.match(p)]
+        else:
+            matched = [source]
+        for path in matched:
+            final, links = _follow_in_scope(root, path)
+            if final == "":
+                return included  # the whole context
+            exact.update(links)
+            trees.add(final)
+    selected: Set[str] = set()
+    for rel in included:
+        if rel in exact or _within(rel, trees):
+            selected.add(rel)
+    for rel in list(selected):
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in selected:
+            if parent in included:
+                selected.add(parent)
+            parent = parent.rpartition("/")[0]
+    return selected
+
+
+def _present_paths(included: Set[str]) -> List[str]:
+    """What the daemon's context holds after unpacking: the entries and the parents it creates."""
+    present = set(included)
+    for rel in included:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in present:
+            present.add(parent)
+            parent = parent.rpartition("/")[0]
+    return sorted(present)
+
+
+def _within(rel: str, trees: Set[str]) -> bool:
+    path = rel
+    while path:
+        if path in trees:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
+def _follow_in_scope(root: str, rel: str) -> Tuple[str, List[str]]:
+    """moby's ``FollowSymlinkInScope`` on the real tree: (resolved path, symlinks passed)."""
+    pending = go_clean("/" + rel)
+    resolved = ""  # Go's buffer `b`: raw components, each followed by "/"
+    links: List[str] = []
+    for _ in range(256):
+        if not pending:
+            break
+        head, _, pending = pending.partition("/")
+        if head == "":
+            continue
+        clean = go_clean("/" + resolved + head)
+        if clean == "/":
+            resolved = ""
+            continue
+        try:
+            st = os.lstat(root + clean)
+        except OSError:
+            resolved += head + "/"  # missing: accepted as is, the daemon fails the same way
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved += head + "/"
+            continue
+        links.append(clean[1:])
+        try:
+            target = os.readlink(root + clean)
+        except OSError:
+            resolved += head + "/"
+            continue
+        if target.startswith("/"):
+            resolved = ""
+        pending = target + "/" + pending
+    return go_clean("/" + resolved)[1:], links
+
+
+# -------------------------------------------------------------------------- stream
+
+def stream_context(
+    plan: ContextPlan,
+    *,
+    compress: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    warn: Callable[[str], None] = _warn_stderr,
+) -> Iterator[bytes]:
+    """The context as a tar stream (gzip when ``compress``), yielded in chunks as it is read.
+
+    Nothing is buffered beyond about ``chunk_size`` bytes. A file that vanished or can't
+    be read raises UsageError naming it; one that shrank while being read also does.
+    """
+    chunks = _tar_chunks(plan, chunk_size, warn)
+    if compress:
+        return _gzip(chunks)
+    return chunks
+
+
+def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
+    for chunk in chunks:
+        out = compressor.compress(chunk)
+        if out:
+            yield out
+    yield compressor.flush()
+
+
+class _Owners:
+    """User and group names by id, looked up once each (the CLI's Go tar does the same)."""
+
+    def __init__(self) -> None:
+        self.users: Dict[int, bytes] = {}
+        self.groups: Dict[int, bytes] = {}
+
+    def user(self, uid: int) -> bytes:
+        name = self.users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name.encode("utf-8", "surrogateescape")
+            except KeyError:
+                name = b""
+            self.users[uid] = name
+        return name
+
+    def group(self, gid: int) -> bytes:
+        name = self.groups.get(gid)
+        if name is None:
+            try:
+                name = grp.getgrgid(gid).gr_name.encode("utf-8", "surrogateescape")
+            except KeyError:
+                name = b""
+            self.groups[gid] = name
+        return name
+
+
+def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None]) -> Iterator[bytes]:
+    owners = _Owners()
+    seen_inodes: Dict[Tuple[int, int], bytes] = {}
+    pieces: List[bytes] = []
+    pending = 0
+    xattrs = True
+    rewrite_ignore = plan.dockerfile_source is not None
+    ignore_sent = False
+    extra_ignore = b"\n" + plan.dockerfile.encode() + b"\n"
+
+    for rel in plan.entries:
+        if pending >= chunk_size:
+            yield b"".join(pieces)
+            pieces, pending = [], 0
+        path = os.path.join(plan.root, rel)
+        name = os.fsencode(rel)
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+        mode = st.st_mode
+        mtime = st.st_mtime_ns // 1_000_000_000
+        uname, gname = owners.user(st.st_uid), owners.group(st.st_gid)
+        if stat.S_ISDIR(mode):
+            pieces.append(_header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname))
+            pending += _BLOCK
+            continue
+        if not (stat.S_ISLNK(mode) or stat.S_ISREG(mode)):
+            warn(f"skipping {path}: sockets, FIFOs and devices are not sent")
+            continue
+        if rewrite_ignore and rel == ".dockerignore":
+            ignore_sent = True
+            content = _read_small(path) + extra_ignore
+            pieces.append(_header(name, stat.S_IFREG | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname))
+            pieces.append(content + _padding(len(content)))
+            pending += len(pieces[-2]) + len(pieces[-1])
+            continue
+        # a second name of the same inode goes as a link entry to the first, as the CLI does
+        key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+        if key is not None and key in seen_inodes:
+            pieces.append(_header(name, mode, 0, mtime, b"1", seen_inodes[key], uname, gname))
+            pending += len(pieces[-1])
+            continue
+        if key is not None:
+            seen_inodes[key] = name
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.fsencode(os.readlink(path))
+            except OSError as exc:
+                raise _unreadable(path, exc) from exc
+            pieces.append(_header(name, mode, 0, mtime, b"2", target, uname, gname))
+            pending += len(pieces[-1])
+            continue
+        cap: Optional[bytes] = None
+        if xattrs:
+            try:
+                cap = os.getxattr(path, _CAP_XATTR, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    xattrs = False  # this filesystem has none; stop asking
+                cap = None
+            if cap is not None and len(cap) > 3 and cap[3] == 3:
+                # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
+                cap = cap[:3] + b"\x02" + cap[4:20]
+        size = st.st_size
+        header = _header(name, mode, size, mtime, b"0", b"", uname, gname, cap=cap)
+        pieces.append(header)
+        pending += len(header)
+        if size == 0:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+        try:
+            remaining = size
+            while remaining > 0:
+                last = remaining <= chunk_size
+                # one byte more on the last read tells a file that grew meanwhile
+                want = remaining + 1 if last else chunk_size
+                try:
+                    data = os.read(fd, want)
+                except OSError as exc:
+                    raise _unreadable(path, exc) from exc
+                if not data:
+                    raise UsageError(f"{path} shrank while it was being sent; the build context would be corrupt")
+                if len(data) > remaining:
+                    warn(f"{path} grew while it was being sent; sent its first {size} bytes")
+                    data = data[:remaining]
+                remaining -= len(data)
+                if len(data) >= chunk_size:
+                    # big reads go out as they are: no copy
+                    if pieces:
+                        yield b"".join(pieces)
+                        pieces, pending = [], 0
+                    yield data
+                else:
+                    pieces.append(data)
+                    pending += len(data)
+                    if pending >= chunk_size:
+                        yield b"".join(pieces)
+                        pieces, pending = [], 0
+        finally:
+            os.close(fd)
+        pad = _padding(size)
+        if pad:
+            pieces.append(pad)
+            pending += len(pad)
+
+    if plan.dockerfile_source is not None:
+        for extra in _outside_dockerfile_entries(plan, ignore_sent):
+            pieces.append(extra)
+    pieces.append(_END)
+    yield b"".join(pieces)
+
+
+def _outside_dockerfile_entries(plan: ContextPlan, ignore_sent: bool) -> Iterator[bytes]:
+    """The Dockerfile from outside the context, and a .dockerignore that hides it again."""
+    assert plan.dockerfile_source is not None
+    path = plan.dockerfile_source
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    content = _read_small(path)
+    mode = stat.S_IFREG | 0o600
+    mtime = st.st_mtime_ns // 1_000_000_000
+    yield _header(plan.dockerfile.encode(), mode, len(content), mtime, b"0", b"", b"", b"")
+    yield content + _padding(len(content))
+    if not ignore_sent:
+        ignore = b".dockerignore\n" + plan.dockerfile.encode() + b"\n"
+        yield _header(b".dockerignore", mode, len(ignore), mtime, b"0", b"", b"", b"")
+        yield ignore + _padding(len(ignore))
+
+
+def _read_small(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _padding(size: int) -> bytes:
+    return _ZEROS[: -size % _BLOCK]
+
+
+def _ascii(value: bytes) -> bytes:
+    """Go's ``toASCII``: what a ustar field gets when the real value goes in a PAX record."""
+    return bytes(b for b in value if b < 0x80)
+
+
+def _header(
+    name: bytes,
+    mode: int,
+    size: int,
+    mtime: int,
+    typeflag: bytes,
+    linkname: bytes,
+    uname: bytes,
+    gname: bytes,
+    *,
+    cap: Optional[bytes] = None,
+) -> bytes:
+    """One tar entry's header block(s): PAX records first when a value does not fit ustar."""
+    seconds = mtime
+    records: Dict[str, bytes] = {}
+    if len(name) > 100 or not name.isascii():
+        records["path"] = name
+        name = _ascii(name)[:100]
+    if len(linkname) > 100 or not linkname.isascii():
+        records["linkpath"] = linkname
+        linkname = _ascii(linkname)[:100]
+    if len(uname) > 32 or not uname.isascii():
+        records["uname"] = uname
+        uname = _ascii(uname)[:32]
+    if len(gname) > 32 or not gname.isascii():
+        records["gname"] = gname
+        gname = _ascii(gname)[:32]
+    if size > _MAX_OCTAL_11:
+        records["size"] = b"%d" % size
+        size = 0
+    if not 0 <= seconds <= _MAX_OCTAL_11:
+        records["mtime"] = b"%d" % seconds
+        seconds = 0
+    if cap is not None:
+        records["SCHILY.xattr." + _CAP_XATTR] = cap
+    block = _block(name, (mode & 0o7777) | stat.S_IFMT(mode), size, seconds, typeflag, linkname, uname, gname)
+    if not records:
+        return block
+    data = b"".join(_pax_record(key, records[key]) for key in sorted(records))
+    head, _, tail = (records.get("path", name)).rpartition(b"/")
+    pax_name = _ascii((head + b"/" if head else b"") + b"PaxHeaders.0/" + tail)[:100]
+    return _block(pax_name, 0, len(data), 0, b"x", b"", b"", b"", dev=b"") + data + _padding(len(data)) + block
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    body = b" " + key.encode() + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) > len(str(len(body))):
+        length += 1
+    return b"%d" % length + body
+
+
+def _block(
+    name: bytes, mode: int, size: int, mtime: int, typeflag: bytes, linkname: bytes, uname: bytes, gname: bytes,
+    dev: bytes = b"0000000\0",  # Go leaves the device fields empty in PAX header blocks
+) -> bytes:
+    fields = [
+        name, b"%07o\0" % mode, b"0000000\0", b"0000000\0", b"%011o\0" % size, b"%011o\0" % mtime,
+        b"        ", typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, b"",
+    ]
+    block = _HEADER.pack(*fields)
+    checksum = b"%06o\0 " % sum(block)
+    return block[:148] + checksum + block[156:]
