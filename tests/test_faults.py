@@ -96,6 +96,17 @@ def test_answer_before_upload_then_reset_reports_the_answer(capsys):
     assert all(r.path in ("/_ping", "/build") for r in daemon.requests)
 
 
+@pytest.mark.e2e
+def test_real_daemon_refusing_a_build_mid_upload_is_reported():
+    """The real thing: dockerd checks the tags before reading the context, answers, and hangs up
+    on the rest of a 64 MiB upload; the user sees its answer, not a broken pipe."""
+    eng = connect("unix:///var/run/docker.sock")
+    with pytest.raises(APIError) as caught:
+        drain(eng.build(fakes.big_body(), tags=["Bad:Tag:x"]))
+    assert str(caught.value) == ("daemon answered 500: invalid reference format: repository name must be lowercase "
+                                 "(the daemon closed the connection during the upload)")
+
+
 def test_reset_mid_upload_without_an_answer_is_a_transport_error():
     def reset_at_once(req: fakes.Request, conn: fakes.Conn) -> None:
         conn.sock.recv(1, __import__("socket").MSG_PEEK)

@@ -21,7 +21,7 @@ from typing import Dict, Iterator
 import pytest
 
 from cdtools import engine as engine_mod, settings as settings_mod, tag
-from cdtools.errors import TransportError
+from cdtools.errors import APIError, TransportError
 from cdtools.transport import Transport, parse_host
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +91,7 @@ def local_daemon_version() -> str:
 # -- the good path ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("host, cli", [
     # sshd's default PATH puts /usr/local/bin first: here a docker 28 CLI
     ("127.0.0.1", "/usr/local/bin/docker"),
@@ -108,6 +109,7 @@ def test_ping_and_version_over_ssh(sshd, host, cli):
     assert eng.version()["Version"] == local_daemon_version()
 
 
+@pytest.mark.e2e
 def test_ssh_options_for_library_callers(sshd):
     """Transport(ssh_options=…) works without any wrapper or ~/.ssh/config."""
     endpoint = parse_host(f"ssh://root@127.0.0.1:{sshd.port}")
@@ -129,6 +131,19 @@ def test_build_over_ssh(sshd, unique):
     streams = [str(r.get("stream", "")) for r in eng.build([buf.getvalue()], tags=[f"{unique}-ssh:1"])]
     assert f"Successfully tagged {unique}-ssh:1\n" in streams
     assert eng.inspect_image(f"{unique}-ssh:1")["Id"].startswith("sha256:")
+
+
+@pytest.mark.e2e
+def test_refusal_mid_upload_over_ssh_is_reported(sshd):
+    """dockerd answers a bad tag before reading the context and hangs up; through
+    dial-stdio's pipes its answer still reaches the user."""
+    import fakes
+
+    eng = connect(sshd.env())
+    with pytest.raises(APIError) as caught:
+        list(eng.build(fakes.big_body(), tags=["Bad:Tag:x"]))
+    assert str(caught.value) == ("daemon answered 500: invalid reference format: repository name must be lowercase "
+                                 "(the daemon closed the connection during the upload)")
 
 
 # -- failures: one line, with what ssh said ---------------------------------------------------------------

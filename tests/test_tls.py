@@ -25,7 +25,7 @@ from typing import Dict, Iterator
 import pytest
 
 from cdtools import engine as engine_mod, settings as settings_mod, tag
-from cdtools.errors import TransportError
+from cdtools.errors import APIError, TransportError
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "tls-daemon"
@@ -182,6 +182,18 @@ def test_published_port_answers_over_the_userland_proxy(tls_daemon, tls_busybox)
         assert body == b"hello-tls\n"
     finally:
         eng.remove_container(created["Id"], force=True)
+
+
+def test_refusal_mid_upload_over_tls_is_reported(tls_daemon):
+    """dockerd answers a bad tag before reading the context and hangs up on the rest of the
+    upload; over TLS too, its answer is what the user sees."""
+    import fakes
+
+    eng = connect(tls_daemon.env())
+    with pytest.raises(APIError) as caught:
+        list(eng.build(fakes.big_body(), tags=["Bad:Tag:x"]))
+    assert str(caught.value) == ("daemon answered 500: invalid reference format: repository name must be lowercase "
+                                 "(the daemon closed the connection during the upload)")
 
 
 # -- each TLS failure says which -------------------------------------------------------------------
