@@ -113,9 +113,11 @@ def _describe(exc: BaseException, endpoint: Endpoint, *, client_cert: bool = Fal
               before_answer: bool = False) -> str:
     """One line saying what went wrong with the connection, for a user.
 
-    ``before_answer``: the failure came before any byte of an answer, which over
-    TLS 1.3 is where a daemon's verdict on the client certificate lands (the
-    client's side of the handshake is over before the daemon checks its cert).
+    ``before_answer``: nothing has been answered on this daemon yet.  Over TLS 1.3
+    that is where a daemon's verdict on the client certificate lands: the
+    client's side of the handshake is over before the daemon checks the cert,
+    and a reset can swallow the alert saying why.  Once the daemon has answered
+    anything, the certificate is not what went wrong.
     """
     where = str(endpoint)
     certs = endpoint.cert_path or "DOCKER_CERT_PATH"
@@ -124,11 +126,13 @@ def _describe(exc: BaseException, endpoint: Endpoint, *, client_cert: bool = Fal
         if getattr(exc, "verify_code", None) in (62, 64) or "mismatch" in text.lower():
             return (f"TLS: the daemon's certificate does not match the host name in {where} "
                     f"({exc.verify_message}); use a name or address the certificate lists")
+        if getattr(exc, "verify_code", None) in (9, 10):  # not yet valid, expired
+            return f"TLS: the daemon's certificate is not valid now ({exc.verify_message}); check its dates and the clock"
         return f"TLS: the daemon's certificate is not trusted by the CA in {certs}/ca.pem ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
         text = str(exc).upper()
         if any(alert in text for alert in ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
-                                            "CERTIFICATE_UNKNOWN", "HANDSHAKE_FAILURE")):
+                                            "CERTIFICATE_UNKNOWN")):
             return _client_cert_refused(where, certs, client_cert, certain=True)
         if "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER_FAILURE" in text:
             return f"TLS: {where} does not speak TLS (try without DOCKER_TLS_VERIFY / DOCKER_TLS)"
@@ -396,6 +400,8 @@ class Transport:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._tls: Optional[ssl.SSLContext] = tls_context(endpoint) if endpoint.tls else None
         self._client_cert = self._tls is not None and _has_client_cert(endpoint)
+        #: the daemon has answered a request: a later hang-up is not about the TLS handshake
+        self._answered = False
 
     def _remaining(self) -> Optional[float]:
         if self._deadline is None:
@@ -454,12 +460,14 @@ class Transport:
             if isinstance(exc, socket.timeout) and self._past_deadline():
                 conn.close()
                 raise StreamTimeout(f"no answer from {self.endpoint} within the step's --timeout") from None
-            message = _explain(exc, conn, self.endpoint, client_cert=self._client_cert, before_answer=True)
+            message = _explain(exc, conn, self.endpoint, client_cert=self._client_cert,
+                               before_answer=not self._answered)
             conn.close()
             raise TransportError(message) from exc
         except BaseException:
             conn.close()
             raise
+        self._answered = True
         return Response(raw, conn, self.endpoint, self._deadline, self._client_cert)
 
     @staticmethod
