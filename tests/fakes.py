@@ -17,10 +17,14 @@ the ``/vX.Y`` prefix stripped, and answers ``/_ping`` by itself.
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import re
 import socket
+import ssl
 import struct
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -221,8 +225,37 @@ class Conn:
         self.send(b"0\r\n\r\n")
 
     def reset(self) -> None:
-        """Close with a TCP RST instead of a FIN (SO_LINGER 0)."""
+        """Close with a TCP RST instead of a FIN (SO_LINGER 0), once what was sent has arrived.
+
+        An RST throws away whatever still waits in the send queue; waiting for
+        it to drain makes the cut land exactly after the bytes the test sent.
+        """
+        self.flush()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def flush(self, cap: float = 5.0) -> None:
+        """Wait until the peer's kernel has acknowledged everything sent (TIOCOUTQ is 0)."""
+        if self.sock.family != socket.AF_INET:
+            return
+        stop = time.monotonic() + cap
+        buf = array.array("i", [0])
+        while time.monotonic() < stop:
+            fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, buf, True)
+            if buf[0] == 0:
+                return
+            time.sleep(0.005)
+
+    def hang_up_unread(self, delay: float = 0.2) -> None:
+        """What Go's net/http does after answering a request whose body it did not read:
+        a FIN, a short wait for the client to read the answer (its rstAvoidanceDelay),
+        then close — which, with the upload still unread, the kernel turns into an RST."""
+        self.flush()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        time.sleep(delay)
         self.sock.close()
 
     def close(self) -> None:
@@ -270,19 +303,19 @@ def answer_json(status: int, reason: str, doc: Any, *, read_body: bool = True) -
 
 
 def reject_upload(status: int, reason: str, message: str, *, wait_for_body: bool = True) -> Handler:
-    """Answer before reading the upload, then close with it unread (the kernel resets).
+    """Answer before reading the upload, then hang up with it unread (the kernel resets).
 
-    This is what a Go daemon does when it refuses a build early: the client is
-    still sending the context when the connection goes away, and the only
-    useful thing left is the answer already in its receive buffer.
+    This is what dockerd does when it refuses a build early (a bad tag): the
+    client is still sending the context when the connection goes away, and the
+    only useful thing left is the answer already in its receive buffer.
     """
 
     def handle(req: Request, conn: Conn) -> None:
         if wait_for_body:
             # make sure the client is mid-upload, so the close is a reset and not a polite FIN
-            conn.sock.recv(1, socket.MSG_PEEK)
+            conn.recv_some(1)
         conn.answer(status, reason, (json.dumps({"message": message}) + "\n").encode())
-        conn.reset()
+        conn.hang_up_unread()
     return handle
 
 
@@ -382,12 +415,15 @@ class RawDaemon:
     """A fake daemon on 127.0.0.1:<free port>; one thread per connection.
 
     ``with RawDaemon(handler) as d:`` … ``d.host`` is the DOCKER_HOST to use
-    (``unix_path=`` serves a unix socket instead);
+    (``unix_path=`` serves a unix socket instead; ``tls=`` a server SSLContext wraps
+    every connection);
     ``d.requests`` lists every request head it read.
     """
 
-    def __init__(self, handler: Handler, *, unix_path: Optional[str] = None) -> None:
+    def __init__(self, handler: Handler, *, unix_path: Optional[str] = None,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.requests: List[Request] = []
         self.errors: List[BaseException] = []
         self.unix_path = unix_path
@@ -410,6 +446,11 @@ class RawDaemon:
         if self.unix_path is not None:
             return f"unix://{self.unix_path}"
         return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def shown(self) -> str:
+        """The address as cdtools names it in messages (https:// when TLS)."""
+        return self.host.replace("tcp://", "https://") if self.tls is not None else self.host
 
     def __enter__(self) -> "RawDaemon":
         self._acceptor.start()
@@ -442,7 +483,11 @@ class RawDaemon:
 
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(60)
+        if sock.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as Go's servers do
         try:
+            if self.tls is not None:
+                sock = self.tls.wrap_socket(sock, server_side=True)
             buf = b""
             while b"\r\n\r\n" not in buf:
                 data = sock.recv(65536)

@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,7 @@ from typing import Dict, Iterator
 
 import pytest
 
+import fakes
 from cdtools import engine as engine_mod, settings as settings_mod, tag
 from cdtools.errors import APIError, TransportError
 
@@ -187,8 +189,6 @@ def test_published_port_answers_over_the_userland_proxy(tls_daemon, tls_busybox)
 def test_refusal_mid_upload_over_tls_is_reported(tls_daemon):
     """dockerd answers a bad tag before reading the context and hangs up on the rest of the
     upload; over TLS too, its answer is what the user sees."""
-    import fakes
-
     eng = connect(tls_daemon.env())
     with pytest.raises(APIError) as caught:
         list(eng.build(fakes.big_body(), tags=["Bad:Tag:x"]))
@@ -266,3 +266,78 @@ def test_tls_failures_through_a_step_are_one_line(tls_daemon, monkeypatch, capsy
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("cdtools tag: error: TLS: ")
     assert words in err
+
+
+# -- faults over TLS, against a fake daemon with the same certificates ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_certs() -> Iterator[Path]:
+    """The script's certificates alone (no daemon, no root)."""
+    if shutil.which("openssl") is None:
+        _unavailable("no openssl")
+    d = Path(tempfile.mkdtemp(prefix="cdcerts-"))
+    made = subprocess.run([sys.executable, str(SCRIPT), "certs", str(d)], capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        pytest.fail(made.stderr, pytrace=False)
+    yield d / "certs"
+    shutil.rmtree(d)
+
+
+def fake_tls(certs: Path, handler: fakes.Handler) -> fakes.RawDaemon:
+    """A raw fake daemon behind TLS that, like ``dockerd --tlsverify``, wants a client cert from its CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(certs / "server" / "cert.pem"), str(certs / "server" / "key.pem"))
+    ctx.load_verify_locations(str(certs / "ca" / "ca.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return fakes.RawDaemon(handler, tls=ctx)
+
+
+def tls_env(certs: Path, daemon: fakes.RawDaemon, **extra: str) -> Dict[str, str]:
+    return {"DOCKER_HOST": daemon.host, "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(certs / "client"), **extra}
+
+
+def test_reset_mid_stream_over_tls_does_not_blame_the_certificate(tls_certs):
+    records = fakes.recorded("build-ok").records()[:4]
+    with fake_tls(tls_certs, fakes.route({("POST", "/build"): fakes.stream(records, then="reset")})) as daemon:
+        eng = connect(tls_env(tls_certs, daemon))
+        with pytest.raises(TransportError) as caught:
+            list(eng.build([b"context"]))
+    assert not daemon.errors
+    # under TLS a reset may surface as an early end of the TLS stream: either words are true
+    assert str(caught.value) in (f"the connection to {daemon.shown} was reset",
+                                 f"the connection to {daemon.shown} broke in the middle of a response")
+
+
+def test_answer_then_reset_mid_upload_over_tls(tls_certs):
+    handler = fakes.route({("POST", "/build"): fakes.reject_upload(400, "Bad Request", "dockerfile parse error line 3")})
+    with fake_tls(tls_certs, handler) as daemon:
+        eng = connect(tls_env(tls_certs, daemon))
+        with pytest.raises(APIError) as caught:
+            list(eng.build(fakes.big_body()))
+    assert str(caught.value) == ("daemon answered 400: dockerfile parse error line 3 "
+                                 "(the daemon closed the connection during the upload)")
+
+
+def test_hang_up_after_answering_is_not_a_certificate_problem(tls_certs):
+    """Once the daemon has answered (the /_ping), a later hang-up is reported as what it is."""
+    def hang_up(req: fakes.Request, conn: fakes.Conn) -> None:
+        conn.close()
+
+    with fake_tls(tls_certs, fakes.route({("GET", "/version"): hang_up})) as daemon:
+        with pytest.raises(TransportError) as caught:
+            connect(tls_env(tls_certs, daemon)).version()
+    assert str(caught.value) == f"the daemon at {daemon.shown} closed the connection without answering"
+
+
+def test_hang_up_before_any_answer_points_at_the_certificate(tls_certs):
+    """Nothing answered yet (the version is pinned: no /_ping): a TLS 1.3 hang-up is most likely
+    the daemon's verdict on the client certificate, and the message says so, hedged."""
+    def hang_up(req: fakes.Request, conn: fakes.Conn) -> None:
+        conn.close()
+
+    with fake_tls(tls_certs, fakes.route({("GET", "/version"): hang_up})) as daemon:
+        with pytest.raises(TransportError) as caught:
+            connect(tls_env(tls_certs, daemon, DOCKER_API_VERSION="1.41")).version()
+    assert str(caught.value) == (f"TLS: the daemon at {daemon.shown} closed the connection: it probably rejected the "
+                                 f"client certificate {tls_certs}/client/cert.pem (not signed by a CA it trusts?)")
