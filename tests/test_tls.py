@@ -341,3 +341,74 @@ def test_hang_up_before_any_answer_points_at_the_certificate(tls_certs):
             connect(tls_env(tls_certs, daemon, DOCKER_API_VERSION="1.41")).version()
     assert str(caught.value) == (f"TLS: the daemon at {daemon.shown} closed the connection: it probably rejected the "
                                  f"client certificate {tls_certs}/client/cert.pem (not signed by a CA it trusts?)")
+
+
+# -- the steps over TLS ----------------------------------------------------------------------------------------
+
+EXAMPLE = REPO / "examples" / "hello"
+
+
+def test_build_step_over_tls_gzips_the_context(tls_daemon, tls_busybox, tmp_path, monkeypatch, capsys):
+    from cdtools import build
+
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLE, app)
+    for key, value in tls_daemon.env().items():
+        monkeypatch.setenv(key, value)
+    iid = tmp_path / "iid"
+    code = build.main([str(app), "-t", "cdtls-hello:1", "--iidfile", str(iid)])
+    out, err = capsys.readouterr()
+    eng = connect(tls_daemon.env())
+    try:
+        assert code == 0, err
+        # a tcp daemon gets the context gzipped, by default
+        assert f", gzip) on https://127.0.0.1:{tls_daemon.port}" in out
+        assert eng.inspect_image("cdtls-hello:1")["Id"] == iid.read_text().strip()
+    finally:
+        if code == 0:
+            eng.remove_image("cdtls-hello:1", force=True)
+
+
+@pytest.mark.e2e
+def test_release_over_tls(tls_daemon, tls_busybox, registry, tmp_path):
+    """``python -m cdtools.release`` with DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH: built, pushed
+    and deployed through the TLS daemon; the page answers on the bound port, the registry has the tag."""
+    import json
+    import uuid
+
+    name = f"cdtls-rel-{uuid.uuid4().hex[:8]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = tmp_path / "app"
+    shutil.copytree(EXAMPLE, app)
+    (app / "index.html").write_text(f"released over TLS as {name}\n")
+    (app / "cdtools.json").write_text(json.dumps({
+        "image": f"{registry.host}/{name}",
+        "tags": ["1"],
+        "deploy": {"name": name, "ports": [f"127.0.0.1:{port}:8080"], "health_timeout": 60},
+    }))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(REPO), **tls_daemon.env(),
+           "CDTOOLS_REGISTRY_USERNAME": registry.user, "CDTOOLS_REGISTRY_PASSWORD": registry.password}
+    (tmp_path / "home").mkdir()
+    eng = connect(tls_daemon.env())
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cdtools.release", "--config", str(app / "cdtools.json")],
+                              cwd=str(app), env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert registry.password not in proc.stdout + proc.stderr
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        assert opener.open(f"http://127.0.0.1:{port}/", timeout=5).read() == f"released over TLS as {name}\n".encode()
+        container = eng.inspect_container(name)
+        assert container["State"]["Running"]
+        # deployed by digest: the image the registry confirmed, not a tag
+        assert container["Config"]["Image"].startswith(f"{registry.host}/{name}@sha256:")
+        req = urllib.request.Request(f"{registry.url}/v2/{name}/tags/list",
+                                     headers={"Authorization": registry.basic_auth()})
+        assert json.loads(opener.open(req, timeout=5).read())["tags"] == ["1"]
+    finally:
+        if eng.find_container(name):
+            eng.remove_container(name, force=True)
+        for image in eng.images(reference=f"{registry.host}/{name}"):
+            eng.remove_image(image["Id"], force=True)
