@@ -313,3 +313,74 @@ def test_tag_on_a_daemon_that_resets_at_once(monkeypatch, capsys):
     assert code == 3
     assert assert_one_line(err) in (f"cdtools tag: error: the connection to {daemon.host} was reset",
                                     f"cdtools tag: error: the daemon at {daemon.host} closed the connection without answering")
+
+
+# -- through the build step --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY index.html /www/index.html\n")
+    (tmp_path / "index.html").write_text("hello\n")
+    return tmp_path
+
+
+def build_main(daemon: fakes.RawDaemon, monkeypatch: Any, capsys: Any, app: Any, *extra: str) -> "tuple[int, str, str]":
+    from cdtools import build
+
+    monkeypatch.setenv("DOCKER_HOST", daemon.host)
+    code = build.main([str(app), "-t", "cdfault:1", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("handler, code, expected", [
+    # answered before the upload was read, then the daemon hung up on the rest
+    (fakes.reject_upload(400, "Bad Request", "invalid reference format: repository name must be lowercase",
+                         wait_for_body=False),
+     4, "build refused by the daemon (400): invalid reference format: repository name must be lowercase"),
+    (fakes.replay("build-bad-dockerfile-name"), 4,
+     "build refused by the daemon (500): Cannot locate specified Dockerfile: nope"),
+    (fakes.stream(fakes.recorded("build-ok").records()[:6] + [
+        b'{"errorDetail":{"message":"failed to copy files: write /var/lib/docker/overlay2/x/diff/www/index.html: '
+        b'no space left on device"},"error":"failed to copy files: write /var/lib/docker/overlay2/x/diff/www/'
+        b'index.html: no space left on device"}\r\n']),
+     4, "build failed: failed to copy files: write /var/lib/docker/overlay2/x/diff/www/index.html: "
+        "no space left on device"),
+    (fakes.stream(fakes.recorded("build-ok").records()[:6], then="reset"), 3, "the connection to {host} was reset"),
+    (fakes.stream(fakes.recorded("build-ok").records()[:6], then="close"), 3,
+     "the connection to {host} broke in the middle of a response"),
+    (fakes.stream(fakes.recorded("build-ok").records()[:6], then="truncate"), 3,
+     "the daemon's stream ended in the middle of a record: '{{\"stream\":\"Remov'"),
+], ids=["answer-then-reset-mid-upload", "500", "disk-full", "reset-mid-stream", "closed-mid-stream", "truncated-json"])
+def test_build_step_faults(app, monkeypatch, capsys, handler, code, expected):
+    with fakes.RawDaemon(fakes.route({("POST", "/build"): handler})) as daemon:
+        got, out, err = build_main(daemon, monkeypatch, capsys, app)
+    assert not daemon.errors
+    assert got == code
+    line = assert_one_line(err)
+    # a context this small may be sent whole before the hang-up: then the note is not added
+    upload = " (the daemon closed the connection during the upload)"
+    if line.endswith(upload):
+        line = line[: -len(upload)]
+    assert line == "cdtools build: error: " + expected.format(host=daemon.host)
+    assert "built sha256" not in out
+
+
+def test_build_step_stream_that_never_ends_stops_at_timeout(app, monkeypatch, capsys):
+    with fakes.RawDaemon(fakes.route({("POST", "/build"): fakes.endless()})) as daemon:
+        code, out, err = build_main(daemon, monkeypatch, capsys, app, "--timeout", "1")
+    assert code == 3
+    assert assert_one_line(err) == f"cdtools build: error: no end from {daemon.host} within the step's --timeout"
+    assert "still working" in out  # what did arrive was shown as it came
+
+
+def test_build_step_connection_refused(app, monkeypatch, capsys):
+    from cdtools import build
+
+    host = f"tcp://127.0.0.1:{fakes.free_port()}"
+    monkeypatch.setenv("DOCKER_HOST", host)
+    code = build.main([str(app), "-t", "cdfault:1"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert assert_one_line(err) == f"cdtools build: error: connection refused by {host} (is the daemon listening there?)"
