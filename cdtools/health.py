@@ -150,7 +150,7 @@ def wait(engine: Engine, container: str, gate: Gate, *,
         probe_ok = not gate.probe or probe_error is None
         settled = checked or bool(gate.probe) or elapsed >= gate.settle
         if health_ok and probe_ok and settled:
-            return Verdict(True, "", health_log(doc), elapsed)
+            return Verdict(True, "", health_log(doc), clock() - start)
         if clock() >= deadline:
             waiting = []
             if not health_ok:
