@@ -37,8 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from . import cli, health, lock, reference, spec as spec_mod
 from .console import Console, LayerProgress
 from .engine import Engine, connect
-from .errors import (APIError, CdtoolsError, DeployError, NotFound, RolledBack, StreamError, TransportError,
-                     UsageError)
+from .errors import APIError, CdtoolsError, DeployError, NotFound, RolledBack, StreamError, UsageError
 from .health import Gate
 from .settings import Settings
 from .spec import Spec
@@ -190,7 +189,7 @@ def _pull_decision(engine: Engine, image: str, policy: str) -> Tuple[bool, str, 
     if ref.digest and ref.digest in " ".join(local.get("RepoDigests") or []):
         return False, "present on the daemon by digest, which can't change", local, ref.registry
     if named:
-        return True, f"a registry is named: the tag may have moved since the last pull", local, ref.registry
+        return True, "a registry is named: the tag may have moved since the last pull", local, ref.registry
     return False, ("present on the daemon and the reference names no registry (not asking Docker Hub; "
                    "--pull always to refresh)"), local, ref.registry
 
@@ -213,7 +212,7 @@ def _history_labels(settings: Settings) -> Dict[str, str]:
 
 def final_body(plan: Plan, opts: DeployOptions, settings: Settings) -> Json:
     """The create request: the spec, the image, and cdtools' labels."""
-    body = json.loads(json.dumps(plan.spec.body))
+    body: Json = json.loads(json.dumps(plan.spec.body))  # a deep copy
     body["Image"] = plan.image
     if opts.stop_timeout is not None:
         body["StopTimeout"] = opts.stop_timeout

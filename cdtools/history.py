@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from . import cli, lock, spec as spec_mod
 from .console import Console
-from .engine import Engine
+from .engine import Engine, connect
 from .settings import Settings
 
 PROG = "cdtools history"
@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def work(settings: Settings) -> int:
-        engine = cli.engine_mod.connect(settings, host=args.deploy_host or args.host, timeout=args.timeout)
+        engine = connect(settings, host=args.deploy_host or args.host, timeout=args.timeout)
         entries = run(engine, args.name)
         console = cli.console_for(args)
         if args.json:

@@ -12,14 +12,14 @@ from typing import List, Optional
 
 from . import cli
 from . import deploy
-from .engine import connect
+from .console import Console
+from .engine import Engine, connect
 from .settings import Settings
 
 PROG = "cdtools plan"
 
 
-def run(engine: "deploy.Engine", opts: deploy.DeployOptions, settings: Settings, *,
-        console: "deploy.Console") -> deploy.Plan:
+def run(engine: Engine, opts: deploy.DeployOptions, settings: Settings, *, console: Console) -> deploy.Plan:
     plan = deploy.make_plan(engine, opts, settings)
     deploy.print_plan(plan, console, str(engine.endpoint))
     return plan

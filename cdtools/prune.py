@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from . import cli, reference, spec as spec_mod
 from .console import Console
-from .engine import Engine
+from .engine import Engine, connect
 from .errors import CdtoolsError, UsageError
 from .settings import Settings
 
@@ -95,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     def work(settings: Settings) -> int:
-        engine = cli.engine_mod.connect(settings, host=args.deploy_host or args.host, timeout=args.timeout)
+        engine = connect(settings, host=args.deploy_host or args.host, timeout=args.timeout)
         run(engine, args.name, keep=args.keep, console=cli.console_for(args), repository=args.repository,
             dry_run=args.dry_run)
         return 0

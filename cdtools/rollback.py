@@ -14,7 +14,7 @@ from its own ``cdtools.restart-policy`` label, else from the
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import cli, deploy, health, lock, spec as spec_mod
 from .console import Console
@@ -66,7 +66,7 @@ def make_plan(engine: Engine, opts: deploy.DeployOptions) -> deploy.Plan:
     return plan
 
 
-def _restart_policy(plan: deploy.Plan, came_back: dict) -> Optional[dict]:
+def _restart_policy(plan: deploy.Plan, came_back: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     own = ((came_back.get("Config") or {}).get("Labels") or {}).get(spec_mod.LABEL_RESTART)
     other = (((plan.old or {}).get("Config") or {}).get("Labels") or {}).get(spec_mod.LABEL_PREVIOUS_RESTART)
     for text in (own, other):

@@ -109,7 +109,8 @@ class Spec:
     origin: str = "flags"
 
     def host_config(self) -> Json:
-        return self.body.setdefault("HostConfig", {})
+        host: Json = self.body.setdefault("HostConfig", {})
+        return host
 
     def env(self) -> Dict[str, str]:
         return env_dict(self.body.get("Env"))

@@ -330,3 +330,39 @@ def test_history_lists_deploys_with_build_labels(capsys, images: Images, unique:
     assert entries[0]["build_url"] == "https://jenkins.example/job/app/42/"
     assert entries[0]["revision"] == "0123456789abcdef0123456789abcdef01234567"
     assert entries[0]["source"] == "https://git.example/app.git"
+
+
+def test_deploy_pulls_from_the_registry_with_credentials_and_a_refused_pull_changes_nothing(
+        capsys, images: Images, unique: str, registry, engine_api, monkeypatch) -> None:
+    import base64
+    import urllib.parse
+
+    repo = f"{registry.host}/{unique}/app"
+    local = images.httpd("1")
+    engine_api.expect("POST", f"/images/{local}/tag?repo={urllib.parse.quote(repo, safe='')}&tag=1", (201,))
+    auth = base64.urlsafe_b64encode(json.dumps({"username": registry.user, "password": registry.password,
+                                                "serveraddress": registry.host}).encode()).decode()
+    pushed = engine_api.expect("POST", f"/images/{urllib.parse.quote(repo, safe='')}/push?tag=1", (200,),
+                               headers={"X-Registry-Auth": auth})
+    assert b"errorDetail" not in pushed.body
+    engine_api.expect("DELETE", f"/images/{urllib.parse.quote(repo + ':1', safe='')}", (200,))
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    monkeypatch.setenv("CDTOOLS_REGISTRY_USERNAME", registry.user)
+    monkeypatch.setenv("CDTOOLS_REGISTRY_PASSWORD", registry.password)
+    code, out, err = run_deploy(capsys, "--name", unique, "--image", f"{repo}:1", "-p", f"127.0.0.1:{port}:8080",
+                                "--probe", url)
+    assert code == 0, err
+    assert f"==> pull {repo}:1 (not on the daemon yet)" in out
+    assert "environment CDTOOLS_REGISTRY_PASSWORD" in out
+    assert registry.password not in out + err
+    assert get(url) == "page 1"
+
+    monkeypatch.setenv("CDTOOLS_REGISTRY_PASSWORD", "wrong-" + registry.password)
+    code, out, err = run_deploy(capsys, "--name", unique, "--image", f"{repo}:1", "-p", f"127.0.0.1:{port}:8080",
+                                "--probe", url, "--force")
+    assert code == 7
+    assert f"pull of {repo}:1" in err and "nothing was changed" in err
+    assert registry.password not in out + err
+    assert get(url) == "page 1"
