@@ -539,34 +539,57 @@ def _header(
 ) -> bytes:
     """One tar entry's header block(s): PAX records first when a value does not fit ustar."""
     seconds = mtime
+    # Go's archive/tar: plain USTAR whenever every value fits it (a long ASCII path may
+    # be split into prefix + name); otherwise PAX records for the values that do not fit
     records: Dict[str, bytes] = {}
+    ustar = True
+    prefix, short = b"", name
     if len(name) > 100 or not name.isascii():
         records["path"] = name
-        name = _ascii(name)[:100]
+        split = _split_ustar_path(name)
+        if split is None:
+            ustar = False
+        else:
+            prefix, short = split
     if len(linkname) > 100 or not linkname.isascii():
-        records["linkpath"] = linkname
-        linkname = _ascii(linkname)[:100]
+        records["linkpath"], ustar = linkname, False
     if len(uname) > 32 or not uname.isascii():
-        records["uname"] = uname
-        uname = _ascii(uname)[:32]
+        records["uname"], ustar = uname, False
     if len(gname) > 32 or not gname.isascii():
-        records["gname"] = gname
-        gname = _ascii(gname)[:32]
+        records["gname"], ustar = gname, False
     if size > _MAX_OCTAL_11:
-        records["size"] = b"%d" % size
-        size = 0
+        records["size"], ustar = b"%d" % size, False
     if not 0 <= seconds <= _MAX_OCTAL_11:
-        records["mtime"] = b"%d" % seconds
-        seconds = 0
+        records["mtime"], ustar = b"%d" % seconds, False
     if cap is not None:
-        records["SCHILY.xattr." + _CAP_XATTR] = cap
-    block = _block(name, (mode & 0o7777) | stat.S_IFMT(mode), size, seconds, typeflag, linkname, uname, gname)
-    if not records:
-        return block
+        records["SCHILY.xattr." + _CAP_XATTR], ustar = cap, False
+    mode = (mode & 0o7777) | stat.S_IFMT(mode)
+    if ustar:
+        return _block(short, mode, size, seconds, typeflag, linkname, uname, gname, prefix=prefix)
+    block = _block(
+        _ascii(name)[:100], mode, 0 if "size" in records else size, 0 if "mtime" in records else seconds,
+        typeflag, _ascii(linkname)[:100], _ascii(uname)[:32], _ascii(gname)[:32],
+    )
     data = b"".join(_pax_record(key, records[key]) for key in sorted(records))
-    head, _, tail = (records.get("path", name)).rpartition(b"/")
+    head, _, tail = name.rpartition(b"/")
     pax_name = _ascii((head + b"/" if head else b"") + b"PaxHeaders.0/" + tail)[:100]
     return _block(pax_name, 0, len(data), 0, b"x", b"", b"", b"", dev=b"") + data + _padding(len(data)) + block
+
+
+def _split_ustar_path(name: bytes) -> Optional[Tuple[bytes, bytes]]:
+    """Go's ``splitUSTARPath``: (prefix <= 155, name <= 100) split at a '/', or None."""
+    length = len(name)
+    if length <= 100 or not name.isascii():
+        return None
+    if length > 156:
+        length = 156
+    elif name[length - 1:length] == b"/":
+        length -= 1
+    i = name.rfind(b"/", 0, length)
+    suffix = len(name) - i - 1
+    if i <= 0 or suffix > 100 or suffix == 0 or i > 155:
+        return None
+    return name[:i], name[i + 1:]
 
 
 def _pax_record(key: str, value: bytes) -> bytes:
@@ -580,10 +603,11 @@ def _pax_record(key: str, value: bytes) -> bytes:
 def _block(
     name: bytes, mode: int, size: int, mtime: int, typeflag: bytes, linkname: bytes, uname: bytes, gname: bytes,
     dev: bytes = b"0000000\0",  # Go leaves the device fields empty in PAX header blocks
+    prefix: bytes = b"",
 ) -> bytes:
     fields = [
         name, b"%07o\0" % mode, b"0000000\0", b"0000000\0", b"%011o\0" % size, b"%011o\0" % mtime,
-        b"        ", typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, b"",
+        b"        ", typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, prefix,
     ]
     block = _HEADER.pack(*fields)
     checksum = b"%06o\0 " % sum(block)
