@@ -693,8 +693,8 @@ class _Evaluation:
         elif ins.cmd == "arg":
             if not ins.args:
                 raise _Unresolved(f"line {ins.line}: ARG requires at least one argument")
-            for key, value in [self._arg_pair(word, env) for word in ins.args]:
-                self.args.allowed[key] = value
+            for name, default in [self._arg_pair(word, env) for word in ins.args]:
+                self.args.allowed[name] = default
         elif ins.cmd == "onbuild":
             if ins.child is None:
                 raise _Unresolved(f"line {ins.line}: ONBUILD requires at least one argument")
@@ -791,11 +791,12 @@ def glob_regex(pattern: str) -> Optional["re.Pattern[str]"]:
                 lo, i = _class_char(pattern, i)
                 if lo is None:
                     return None
-                hi = lo
+                hi: Optional[str] = lo
                 if pattern[i] == "-":
                     hi, i = _class_char(pattern, i + 1)
                     if hi is None:
                         return None
+                assert hi is not None
                 count += 1
                 if lo <= hi:  # Go accepts an empty range like z-a; it matches nothing
                     ranges.append(re.escape(lo) if lo == hi else f"{re.escape(lo)}-{re.escape(hi)}")
