@@ -84,9 +84,10 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     except APIError as exc:
         raise BuildError(f"build refused by the daemon ({exc.status}): {exc.message}") from None
     if not image_id:
-        # API < 1.30 sends no aux record; the first tag names the image just built
-        if not full_tags:
-            raise BuildError("the build stream ended without an image id")
+        # Since API 1.30 the classic builder always ends with an aux.ID record; a stream
+        # that ends without one was cut short, and a tag lookup could find an older image.
+        if engine.api_version_at_least("1.30") or not full_tags:
+            raise BuildError("the build stream ended without an image id: the build did not finish")
         image_id = str(engine.inspect_image(full_tags[0]).get("Id", ""))
         if not image_id:
             raise BuildError("the build stream ended without an image id")

@@ -56,7 +56,7 @@ def add_credential_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     src.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
     # Refused, but declared so that the refusal says what to do instead.
-    src.add_argument("--password", "-p", dest="password_argv", metavar="…", help=argparse.SUPPRESS)
+    src.add_argument("--password", dest="password_argv", metavar="…", help=argparse.SUPPRESS)
     g.add_argument("--username-env", default="CDTOOLS_REGISTRY_USERNAME", metavar="VAR",
                    help="environment variable holding the user name (default: %(default)s)")
     g.add_argument("--password-env", default="CDTOOLS_REGISTRY_PASSWORD", metavar="VAR",

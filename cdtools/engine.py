@@ -65,6 +65,10 @@ class Engine:
             self._version = self._pinned or self._negotiate()
         return self._version
 
+    def api_version_at_least(self, version: str) -> bool:
+        """Whether the negotiated version is ``version`` or newer (the one place versions compare)."""
+        return _vtuple(self.api_version) >= _vtuple(version)
+
     def _negotiate(self) -> str:
         resp = self.transport.request("GET", "/_ping")
         advertised = resp.header("Api-Version")
