@@ -901,7 +901,7 @@ def config_argv(cfg: Mapping[str, Any], image: str, base: str) -> List[str]:
 
 def run_from_config(settings: Settings, cfg: Mapping[str, Any], *, image: str, base: str,
                     default_host: Optional[str], credentials: Any, console: Console,
-                    timeout: Optional[float] = None) -> DeployResult:
+                    timeout: Optional[float] = None, dry_run: bool = False) -> DeployResult:
     """The release step's deploy: ``cfg`` is the validated "deploy" section."""
     p = build_parser(PROG, "deploy (from the release config)")
     try:
@@ -911,7 +911,7 @@ def run_from_config(settings: Settings, cfg: Mapping[str, Any], *, image: str, b
     opts = options_from_args(args)
     engine = connect(settings, host=cfg.get("host") or default_host, timeout=timeout)
     with lock.sigterm_raises():
-        return run(engine, opts, settings, console=console, credentials=credentials)
+        return run(engine, opts, settings, console=console, credentials=credentials, dry_run=dry_run)
 
 
 if __name__ == "__main__":
