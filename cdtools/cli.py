@@ -65,7 +65,7 @@ def add_credential_args(p: argparse.ArgumentParser) -> None:
 
 def _password_from_flags(args: argparse.Namespace, stdin: Optional[TextIO]) -> Tuple[Optional[str], str]:
     """The password from --password-stdin / --password-file, read once per run."""
-    cached = getattr(args, "_password_cache", None)
+    cached: Optional[_Hidden] = getattr(args, "_password_cache", None)
     if cached is not None:
         return cached.value
     password: Optional[str] = None

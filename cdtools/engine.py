@@ -134,6 +134,13 @@ class Engine:
         except ValueError:
             raise CdtoolsError(f"the daemon sent non-JSON for {method} {path}: {raw[:80]!r}") from None
 
+    def _object(self, method: str, path: str, **kw: Any) -> Json:
+        """A JSON object answer; anything else is the daemon's fault, said in one line."""
+        doc = self._json(method, path, **kw)
+        if not isinstance(doc, dict):
+            raise CdtoolsError(f"the daemon answered {method} {path} with {type(doc).__name__}, not an object")
+        return doc
+
     def _empty(self, method: str, path: str, **kw: Any) -> int:
         resp = self._send(method, path, **kw)
         resp.read()
@@ -150,7 +157,7 @@ class Engine:
         return self.api_version
 
     def version(self) -> Json:
-        return self._json("GET", "/version")
+        return self._object("GET", "/version")
 
     # -- images -------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class Engine:
                             headers={"X-Registry-Auth": auth_header})
 
     def inspect_image(self, ref: str) -> Json:
-        return self._json("GET", f"/images/{_q(ref)}/json")
+        return self._object("GET", f"/images/{_q(ref)}/json")
 
     def images(self, *, reference: Optional[str] = None) -> List[Json]:
         filters = {"reference": [reference]} if reference else None
@@ -207,7 +214,7 @@ class Engine:
 
     def create_container(self, name: Optional[str], body: Mapping[str, Any]) -> Json:
         """POST /containers/create; returns {Id, Warnings}."""
-        return self._json("POST", "/containers/create", query={"name": name}, json_body=dict(body))
+        return self._object("POST", "/containers/create", query={"name": name}, json_body=dict(body))
 
     def start(self, container: str) -> bool:
         """Start with no body (a body is refused since API 1.24); False if it was running."""
@@ -228,7 +235,7 @@ class Engine:
                     query={"force": "1" if force else None, "v": "1" if volumes else None})
 
     def inspect_container(self, container: str) -> Json:
-        return self._json("GET", f"/containers/{_q(container)}/json")
+        return self._object("GET", f"/containers/{_q(container)}/json")
 
     def find_container(self, name: str) -> Optional[Json]:
         """Inspect by exact name, None when there is none."""
