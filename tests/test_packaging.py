@@ -32,3 +32,23 @@ def test_runtime_needs_nothing_but_the_standard_library():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     assert cfg["options"]["install_requires"].strip() == ""
+
+
+def test_runtime_code_imports_only_the_standard_library():
+    import ast
+    import sys
+
+    stdlib = set(sys.stdlib_module_names)
+    outside = []
+    for path in sorted((REPO / "cdtools").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in stdlib and top != "cdtools" and top != "__future__":
+                    outside.append(f"{path.name}: {name}")
+    assert outside == []
