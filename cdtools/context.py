@@ -373,97 +373,125 @@ class _Owners:
         return name
 
 
+#: open flags for an entry: never follow a link (ELOOP says "symlink"), never block on a FIFO
+#: that replaced a file since the plan, never take a terminal
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+
+
 def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None]) -> Iterator[bytes]:
     owners = _Owners()
     seen_inodes: Dict[Tuple[int, int], bytes] = {}
+    plain_names: Dict[bytes, bool] = {}  # user/group name -> fits a ustar field as is
     pieces: List[bytes] = []
     pending = 0
     xattrs = True
     rewrite_ignore = plan.dockerfile_source is not None
     ignore_sent = False
     extra_ignore = b"\n" + plan.dockerfile.encode() + b"\n"
+    base = plan.root.rstrip("/") + "/"
+    # bound once: this loop runs per file and its overhead is most of the pack time
+    os_open, os_read, os_close, fstat, lstat, fsencode = os.open, os.read, os.close, os.fstat, os.lstat, os.fsencode
+    users, groups = owners.users, owners.groups
+    s_ifmt, s_ifreg, s_ifdir, s_iflnk = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 
     for rel in plan.entries:
         if pending >= chunk_size:
             yield b"".join(pieces)
             pieces, pending = [], 0
-        path = os.path.join(plan.root, rel)
-        name = os.fsencode(rel)
+        path = base + rel
+        name = fsencode(rel)
+        # one open per entry; fstat and fgetxattr on it spare two more walks of the path
         try:
-            st = os.lstat(path)
+            fd = os_open(path, _OPEN_FLAGS)
         except OSError as exc:
-            raise _unreadable(path, exc) from exc
-        mode = st.st_mode
-        mtime = st.st_mtime_ns // 1_000_000_000
-        uname, gname = owners.user(st.st_uid), owners.group(st.st_gid)
-        if stat.S_ISDIR(mode):
-            pieces.append(_header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname))
-            pending += _BLOCK
-            continue
-        if not (stat.S_ISLNK(mode) or stat.S_ISREG(mode)):
-            warn(f"skipping {path}: sockets, FIFOs and devices are not sent")
-            continue
-        if rewrite_ignore and rel == ".dockerignore":
-            ignore_sent = True
-            content = _read_small(path) + extra_ignore
-            pieces.append(_header(name, stat.S_IFREG | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname))
-            pieces.append(content + _padding(len(content)))
-            pending += len(pieces[-2]) + len(pieces[-1])
-            continue
-        # a second name of the same inode goes as a link entry to the first, as the CLI does
-        key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-        if key is not None and key in seen_inodes:
-            pieces.append(_header(name, mode, 0, mtime, b"1", seen_inodes[key], uname, gname))
-            pending += len(pieces[-1])
-            continue
-        if key is not None:
-            seen_inodes[key] = name
-        if stat.S_ISLNK(mode):
+            if exc.errno != errno.ELOOP:
+                raise _unreadable(path, exc) from exc
+            fd = -1  # a symlink
+        try:
             try:
-                target = os.fsencode(os.readlink(path))
+                st = fstat(fd) if fd >= 0 else lstat(path)
             except OSError as exc:
                 raise _unreadable(path, exc) from exc
-            pieces.append(_header(name, mode, 0, mtime, b"2", target, uname, gname))
-            pending += len(pieces[-1])
-            continue
-        cap: Optional[bytes] = None
-        if xattrs:
-            try:
-                cap = os.getxattr(path, _CAP_XATTR, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                    xattrs = False  # this filesystem has none; stop asking
-                cap = None
-            if cap is not None and len(cap) > 3 and cap[3] == 3:
-                # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
-                cap = cap[:3] + b"\x02" + cap[4:20]
-        size = st.st_size
-        header = _header(name, mode, size, mtime, b"0", b"", uname, gname, cap=cap)
-        pieces.append(header)
-        pending += len(header)
-        if size == 0:
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise _unreadable(path, exc) from exc
-        try:
+            mode = st.st_mode
+            kind = mode & s_ifmt
+            mtime = st.st_mtime_ns // 1_000_000_000
+            uname = users.get(st.st_uid)
+            if uname is None:
+                uname = owners.user(st.st_uid)
+            gname = groups.get(st.st_gid)
+            if gname is None:
+                gname = owners.group(st.st_gid)
+            if kind == s_ifdir:
+                header = _header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname)
+                pieces.append(header)
+                pending += len(header)
+                continue
+            if kind != s_ifreg and kind != s_iflnk:
+                warn(f"skipping {path}: sockets, FIFOs and devices are not sent")
+                continue
+            if rewrite_ignore and rel == ".dockerignore":
+                ignore_sent = True
+                content = _read_small(path) + extra_ignore
+                pieces.append(_header(name, s_ifreg | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname))
+                pieces.append(content + _padding(len(content)))
+                pending += len(pieces[-2]) + len(pieces[-1])
+                continue
+            # a second name of the same inode goes as a link entry to the first, as the CLI does
+            key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+            if key is not None and key in seen_inodes:
+                header = _header(name, mode, 0, mtime, b"1", seen_inodes[key], uname, gname)
+                pieces.append(header)
+                pending += len(header)
+                continue
+            if key is not None:
+                seen_inodes[key] = name
+            if kind == s_iflnk:
+                try:
+                    target = fsencode(os.readlink(path))
+                except OSError as exc:
+                    raise _unreadable(path, exc) from exc
+                header = _header(name, mode, 0, mtime, b"2", target, uname, gname)
+                pieces.append(header)
+                pending += len(header)
+                continue
+            cap: Optional[bytes] = None
+            if xattrs:
+                try:
+                    cap = os.getxattr(fd, _CAP_XATTR)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                        xattrs = False  # this filesystem has none; stop asking
+                if cap is not None and len(cap) > 3 and cap[3] == 3:
+                    # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
+                    cap = cap[:3] + b"\x02" + cap[4:20]
+            size = st.st_size
+            plain = plain_names.get(uname + b"\0" + gname)
+            if plain is None:
+                plain = plain_names[uname + b"\0" + gname] = (
+                    len(uname) <= 32 and len(gname) <= 32 and uname.isascii() and gname.isascii()
+                )
+            if plain and cap is None and len(name) <= 100 and name.isascii() and size <= _MAX_OCTAL_11 and 0 <= mtime <= _MAX_OCTAL_11:
+                header = _block(name, (mode & 0o7777) | s_ifreg, size, mtime, b"0", b"", uname, gname)
+            else:
+                header = _header(name, mode, size, mtime, b"0", b"", uname, gname, cap=cap)
+            pieces.append(header)
+            pending += len(header)
             remaining = size
             while remaining > 0:
                 last = remaining <= chunk_size
                 # one byte more on the last read tells a file that grew meanwhile
-                want = remaining + 1 if last else chunk_size
                 try:
-                    data = os.read(fd, want)
+                    data = os_read(fd, remaining + 1 if last else chunk_size)
                 except OSError as exc:
                     raise _unreadable(path, exc) from exc
-                if not data:
+                got = len(data)
+                if got == 0:
                     raise UsageError(f"{path} shrank while it was being sent; the build context would be corrupt")
-                if len(data) > remaining:
+                if got > remaining:
                     warn(f"{path} grew while it was being sent; sent its first {size} bytes")
-                    data = data[:remaining]
-                remaining -= len(data)
-                if len(data) >= chunk_size:
+                    data, got = data[:remaining], remaining
+                remaining -= got
+                if got >= chunk_size:
                     # big reads go out as they are: no copy
                     if pieces:
                         yield b"".join(pieces)
@@ -471,16 +499,17 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                     yield data
                 else:
                     pieces.append(data)
-                    pending += len(data)
-                    if pending >= chunk_size:
+                    pending += got
+                    if pending >= chunk_size and remaining:
                         yield b"".join(pieces)
                         pieces, pending = [], 0
+            pad = -size % _BLOCK
+            if pad:
+                pieces.append(_ZEROS[:pad])
+                pending += pad
         finally:
-            os.close(fd)
-        pad = _padding(size)
-        if pad:
-            pieces.append(pad)
-            pending += len(pad)
+            if fd >= 0:
+                os_close(fd)
 
     if plan.dockerfile_source is not None:
         for extra in _outside_dockerfile_entries(plan, ignore_sent):
@@ -538,6 +567,12 @@ def _header(
     cap: Optional[bytes] = None,
 ) -> bytes:
     """One tar entry's header block(s): PAX records first when a value does not fit ustar."""
+    if (
+        cap is None and len(name) <= 100 and len(linkname) <= 100 and len(uname) <= 32 and len(gname) <= 32
+        and size <= _MAX_OCTAL_11 and 0 <= mtime <= _MAX_OCTAL_11
+        and name.isascii() and linkname.isascii() and uname.isascii() and gname.isascii()
+    ):
+        return _block(name, (mode & 0o7777) | stat.S_IFMT(mode), size, mtime, typeflag, linkname, uname, gname)
     seconds = mtime
     # Go's archive/tar: plain USTAR whenever every value fits it (a long ASCII path may
     # be split into prefix + name); otherwise PAX records for the values that do not fit
@@ -605,10 +640,17 @@ def _block(
     dev: bytes = b"0000000\0",  # Go leaves the device fields empty in PAX header blocks
     prefix: bytes = b"",
 ) -> bytes:
-    fields = [
-        name, b"%07o\0" % mode, b"0000000\0", b"0000000\0", b"%011o\0" % size, b"%011o\0" % mtime,
+    mode_f, size_f, mtime_f = b"%07o\0" % mode, b"%011o\0" % size, b"%011o\0" % mtime
+    block = _HEADER.pack(
+        name, mode_f, b"0000000\0", b"0000000\0", size_f, mtime_f,
         b"        ", typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, prefix,
-    ]
-    block = _HEADER.pack(*fields)
-    checksum = b"%06o\0 " % sum(block)
-    return block[:148] + checksum + block[156:]
+    )
+    # the checksum sums every byte; zero padding adds nothing, so sum the fields only
+    # (three times faster than sum(block) per entry, which the pack rate feels)
+    checksum = sum(b"".join((name, mode_f, size_f, mtime_f, typeflag, linkname, uname, gname, dev, dev, prefix)))
+    checksum += _CONSTANT_SUM
+    return block[:148] + b"%06o\0 " % checksum + block[156:]
+
+
+#: uid and gid fields, eight spaces standing for the checksum, magic and version
+_CONSTANT_SUM = sum(b"0000000\0" * 2 + b"        " + b"ustar\0" + b"00")
