@@ -141,6 +141,15 @@ class Engine:
             raise CdtoolsError(f"the daemon answered {method} {path} with {type(doc).__name__}, not an object")
         return doc
 
+    def _list(self, method: str, path: str, **kw: Any) -> List[Json]:
+        """A JSON array answer (null is empty); anything else is the daemon's fault."""
+        doc = self._json(method, path, **kw)
+        if doc is None:
+            return []
+        if not isinstance(doc, list):
+            raise CdtoolsError(f"the daemon answered {method} {path} with {type(doc).__name__}, not a list")
+        return doc
+
     def _empty(self, method: str, path: str, **kw: Any) -> int:
         resp = self._send(method, path, **kw)
         resp.read()
@@ -266,6 +275,60 @@ class Engine:
     def logs(self, container: str, *, tail: int = 50) -> str:
         """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
         resp = self._send("GET", f"/containers/{_q(container)}/logs",
+                          query={"stdout": "1", "stderr": "1", "tail": str(tail)})
+        return demux(resp.read()).decode("utf-8", "replace")
+
+    # -- swarm: the node, services, tasks ------------------------------------------
+
+    def info(self) -> Json:
+        """GET /info; its ``Swarm`` says whether this daemon is a swarm manager."""
+        return self._object("GET", "/info")
+
+    def nodes(self) -> List[Json]:
+        """GET /nodes (a manager only; others answer 503)."""
+        return self._list("GET", "/nodes")
+
+    def distribution(self, ref: str, auth_header: str) -> Json:
+        """GET /distribution/{name}/json: the registry's descriptor of ``ref`` (its digest), asked by the daemon.
+
+        The daemon does not resolve a service's tag to a digest for API >= 1.30; the
+        docker CLI asks this endpoint and pins ``name:tag@digest``, and so does cdtools.
+        """
+        return self._object("GET", f"/distribution/{_q(ref)}/json", headers={"X-Registry-Auth": auth_header})
+
+    def services(self, *, filters: Optional[Mapping[str, List[str]]] = None) -> List[Json]:
+        return self._list("GET", "/services", query={"filters": json.dumps(dict(filters)) if filters else None})
+
+    def inspect_service(self, service: str) -> Json:
+        """GET /services/{id}: Spec, Version.Index (the update's ``version``), UpdateStatus, PreviousSpec."""
+        return self._object("GET", f"/services/{_q(service)}")
+
+    def create_service(self, spec: Mapping[str, Any], auth_header: str) -> Json:
+        """POST /services/create; returns {ID, Warnings}. The header lets the nodes pull."""
+        return self._object("POST", "/services/create", headers={"X-Registry-Auth": auth_header},
+                            json_body=dict(spec))
+
+    def update_service(self, service: str, version: int, spec: Mapping[str, Any], auth_header: str, *,
+                       rollback: bool = False) -> Json:
+        """POST /services/{id}/update?version=N with the complete spec; returns {Warnings}.
+
+        ``rollback`` asks the manager to go back to PreviousSpec (``spec`` is then ignored).
+        A stale ``version`` is refused ("update out of sequence"): GET again and resend.
+        """
+        return self._object("POST", f"/services/{_q(service)}/update",
+                            query={"version": str(version), "rollback": "previous" if rollback else None},
+                            headers={"X-Registry-Auth": auth_header}, json_body=dict(spec))
+
+    def remove_service(self, service: str) -> None:
+        self._empty("DELETE", f"/services/{_q(service)}")
+
+    def tasks(self, *, filters: Optional[Mapping[str, List[str]]] = None) -> List[Json]:
+        """GET /tasks; filters as the API takes them (``service``, ``desired-state``, ``_up-to-date`` …)."""
+        return self._list("GET", "/tasks", query={"filters": json.dumps(dict(filters)) if filters else None})
+
+    def task_logs(self, task: str, *, tail: int = 30) -> str:
+        """The last ``tail`` log lines of a task's container, as text (the manager gathers them)."""
+        resp = self._send("GET", f"/tasks/{_q(task)}/logs",
                           query={"stdout": "1", "stderr": "1", "tail": str(tail)})
         return demux(resp.read()).decode("utf-8", "replace")
 
