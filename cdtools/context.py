@@ -381,7 +381,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getatt
 def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None]) -> Iterator[bytes]:
     owners = _Owners()
     seen_inodes: Dict[Tuple[int, int], bytes] = {}
-    plain_names: Dict[bytes, bool] = {}  # user/group name -> fits a ustar field as is
+    plain_names: Dict[Tuple[int, int], bool] = {}  # (uid, gid) -> their names fit ustar fields as is
     pieces: List[bytes] = []
     pending = 0
     xattrs = True
@@ -465,9 +465,10 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                     # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
                     cap = cap[:3] + b"\x02" + cap[4:20]
             size = st.st_size
-            plain = plain_names.get(uname + b"\0" + gname)
+            owner = (st.st_uid, st.st_gid)
+            plain = plain_names.get(owner)
             if plain is None:
-                plain = plain_names[uname + b"\0" + gname] = (
+                plain = plain_names[owner] = (
                     len(uname) <= 32 and len(gname) <= 32 and uname.isascii() and gname.isascii()
                 )
             if plain and cap is None and len(name) <= 100 and name.isascii() and size <= _MAX_OCTAL_11 and 0 <= mtime <= _MAX_OCTAL_11:
@@ -476,6 +477,21 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                 header = _header(name, mode, size, mtime, b"0", b"", uname, gname, cap=cap)
             pieces.append(header)
             pending += len(header)
+            if 0 < size < chunk_size:
+                # the common small file: one read, one byte more to tell a file that grew
+                try:
+                    data = os_read(fd, size + 1)
+                except OSError as exc:
+                    raise _unreadable(path, exc) from exc
+                if len(data) != size:
+                    if len(data) < size:
+                        raise UsageError(f"{path} shrank while it was being sent; the build context would be corrupt")
+                    warn(f"{path} grew while it was being sent; sent its first {size} bytes")
+                    data = data[:size]
+                pad = -size % _BLOCK
+                pieces.append(data + _ZEROS[:pad] if pad else data)
+                pending += size + pad
+                continue
             remaining = size
             while remaining > 0:
                 last = remaining <= chunk_size
@@ -641,15 +657,13 @@ def _block(
     prefix: bytes = b"",
 ) -> bytes:
     mode_f, size_f, mtime_f = b"%07o\0" % mode, b"%011o\0" % size, b"%011o\0" % mtime
-    block = _HEADER.pack(
+    # the checksum sums every byte of the block; zero padding adds nothing, so the
+    # fields alone give it, and the block is packed once (the pack rate feels this)
+    checksum = _CONSTANT_SUM + sum(b"".join((name, mode_f, size_f, mtime_f, typeflag, linkname, uname, gname, dev, dev, prefix)))
+    return _HEADER.pack(
         name, mode_f, b"0000000\0", b"0000000\0", size_f, mtime_f,
-        b"        ", typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, prefix,
+        b"%06o\0 " % checksum, typeflag, linkname, b"ustar\0", b"00", uname, gname, dev, dev, prefix,
     )
-    # the checksum sums every byte; zero padding adds nothing, so sum the fields only
-    # (three times faster than sum(block) per entry, which the pack rate feels)
-    checksum = sum(b"".join((name, mode_f, size_f, mtime_f, typeflag, linkname, uname, gname, dev, dev, prefix)))
-    checksum += _CONSTANT_SUM
-    return block[:148] + b"%06o\0 " % checksum + block[156:]
 
 
 #: uid and gid fields, eight spaces standing for the checksum, magic and version
