@@ -9,6 +9,7 @@ Streaming endpoints return iterators of progress records that raise
 """
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
@@ -331,6 +332,17 @@ class Engine:
         resp = self._send("GET", f"/tasks/{_q(task)}/logs",
                           query={"stdout": "1", "stderr": "1", "tail": str(tail)})
         return demux(resp.read()).decode("utf-8", "replace")
+
+    def create_config(self, name: str, data: bytes, labels: Mapping[str, str]) -> str:
+        """POST /configs/create; the id. A taken name is 409 for every caller but one (a lock)."""
+        body = {"Name": name, "Labels": dict(labels), "Data": base64.b64encode(data).decode("ascii")}
+        return str(self._object("POST", "/configs/create", json_body=body).get("ID", ""))
+
+    def inspect_config(self, config: str) -> Json:
+        return self._object("GET", f"/configs/{_q(config)}")
+
+    def remove_config(self, config: str) -> None:
+        self._empty("DELETE", f"/configs/{_q(config)}")
 
     # -- networks -----------------------------------------------------------
 
