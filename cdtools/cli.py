@@ -7,8 +7,9 @@ into one line on stderr and the error's exit code; never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from typing import Callable, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from . import auth
 from . import engine as engine_mod
@@ -17,8 +18,54 @@ from .errors import CdtoolsError, UsageError
 from .settings import Settings, current
 
 
+PASSWORD_ON_ARGV = ("a password on the command line is visible to every user of this machine: "
+                    "use --password-stdin, --password-file or the CDTOOLS_REGISTRY_PASSWORD variable")
+#: ``--flag=VALUE`` in an argparse error line
+_FLAG_VALUE = re.compile(r"(--[A-Za-z0-9][A-Za-z0-9_-]*)=\S*")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that keeps a password typed on the command line out of its messages.
+
+    Every step refuses ``--password`` (saying what to use instead), and no usage error
+    repeats a value: argparse's own ``ambiguous option: --pass=VALUE could match …`` and
+    ``unrecognized arguments: --pasword VALUE`` would print it into the job log.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--password", dest="password_argv", nargs="?", action=_RefusePassword,
+                          help=argparse.SUPPRESS)
+
+    def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            flags = [a.split("=", 1)[0] + ("=…" if "=" in a else "") for a in extras if a[:1] == "-" and a != "-"]
+            hidden = len(extras) - len(flags)
+            shown = " ".join(flags)
+            if hidden:
+                shown += (" and " if flags else "") + f"{hidden} value(s) not repeated here (one may be a password)"
+            self.error(f"unrecognized arguments: {shown}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_FLAG_VALUE.sub(r"\1=…", message))
+
+
+class _RefusePassword(argparse.Action):
+    """``--password VALUE``: refused while parsing, before anything runs, never repeating VALUE."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        if "--password-stdin" in getattr(parser, "_option_string_actions", {}):
+            parser.error(PASSWORD_ON_ARGV)
+        parser.error("a password on the command line is visible to every user of this machine, "
+                     "and this step takes none")
+
+
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = ArgumentParser(prog=prog, description=description)
     g = p.add_argument_group("daemon")
     g.add_argument("-H", "--host", help="daemon socket (default: DOCKER_HOST or unix:///var/run/docker.sock)")
     g.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -55,8 +102,7 @@ def add_credential_args(p: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     src.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
-    # Refused, but declared so that the refusal says what to do instead.
-    src.add_argument("--password", dest="password_argv", metavar="…", help=argparse.SUPPRESS)
+    # --password itself is refused by every parser (ArgumentParser), saying what to do instead
     g.add_argument("--username-env", default="CDTOOLS_REGISTRY_USERNAME", metavar="VAR",
                    help="environment variable holding the user name (default: %(default)s)")
     g.add_argument("--password-env", default="CDTOOLS_REGISTRY_PASSWORD", metavar="VAR",
@@ -94,8 +140,7 @@ def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
                     stdin: Optional[TextIO] = None) -> "auth.Credentials":
     """Resolve credentials for ``registry`` from the flags, the environment or config.json."""
     if getattr(args, "password_argv", None) is not None:
-        raise UsageError("a password on the command line is visible to every user of this machine: "
-                         "use --password-stdin, --password-file or the CDTOOLS_REGISTRY_PASSWORD variable")
+        raise UsageError(PASSWORD_ON_ARGV)
     password, source = _password_from_flags(args, stdin)
     if args.username and password is None:
         raise UsageError("--username needs --password-stdin or --password-file")

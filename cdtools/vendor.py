@@ -16,7 +16,6 @@ shiv's ``builder.py``.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -198,7 +197,7 @@ def run(output: str, *, source: Optional[str] = None, interpreter: str = DEFAULT
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog=PROG,
         description="Write cdtools as one reproducible zipapp: same source, same bytes. "
                     "Run it with 'python3 -I -S cdtools.pyz STEP ARGS...'.")

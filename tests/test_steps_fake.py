@@ -127,7 +127,10 @@ def test_push_500_fails(daemon, registry_env, capsys):
 
 
 def test_password_on_argv_is_refused_before_any_request(daemon, capsys):
-    assert push.main(["127.0.0.1:5000/cap/app:1", "--username", "ci", "--password", CANARY]) == 2
+    # refused while the arguments are parsed, as argparse ends every usage error: exit 2
+    with pytest.raises(SystemExit) as refused:
+        push.main(["127.0.0.1:5000/cap/app:1", "--username", "ci", "--password", CANARY])
+    assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "--password-stdin" in err and CANARY not in err
     assert not [r for r, _ in daemon.log if "push" in r.path]
