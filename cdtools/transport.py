@@ -492,16 +492,40 @@ TransportFactory = Callable[[Endpoint], Transport]
 
 def error_message(body: bytes) -> str:
     """The daemon's reason from an error body: Docker's ``{"message"}``, Podman's
-    ``{"cause","message","response"}``, or plain text (old API versions)."""
+    ``{"cause","message","response"}``, a progress stream's last error (Podman answers
+    some failed pushes with an error status and a stream body), or plain text (old API
+    versions)."""
 
     text = body.decode("utf-8", "replace").strip()
     try:
         doc = json.loads(text)
     except ValueError:
-        return text or "(no message)"
+        return _stream_error(text) or text or "(no message)"
     if isinstance(doc, dict):
+        detail = doc.get("errorDetail")
+        if isinstance(detail, dict) and isinstance(detail.get("message"), str) and detail["message"]:
+            return str(detail["message"])
         for key in ("message", "error", "cause"):
             value = doc.get(key)
             if isinstance(value, str) and value:
                 return value
     return text
+
+
+def _stream_error(text: str) -> str:
+    """The last error of a body that is a progress stream (JSON records, one a line); '' if none."""
+    found = ""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return ""  # not a stream: plain text
+        if isinstance(record, dict):
+            detail = record.get("errorDetail")
+            if isinstance(detail, dict) and isinstance(detail.get("message"), str) and detail["message"]:
+                found = detail["message"]
+            elif isinstance(record.get("error"), str) and record["error"]:
+                found = record["error"]
+            elif isinstance(record.get("message"), str) and record["message"]:
+                found = record["message"]
+    return found
