@@ -47,6 +47,8 @@ class Engine:
         self.transport = transport
         self._pinned = api_version
         self._version: Optional[str] = None
+        #: Podman's version from /_ping's Libpod-Api-Version header, '' for Docker, None until asked
+        self._podman: Optional[str] = None
         if api_version is not None:
             try:
                 _vtuple(api_version)
@@ -70,9 +72,36 @@ class Engine:
         """Whether the negotiated version is ``version`` or newer (the one place versions compare)."""
         return _vtuple(self.api_version) >= _vtuple(version)
 
+    @property
+    def podman_version(self) -> str:
+        """Podman's own version when the daemon is Podman's Docker-compatible service, else ''.
+
+        Read from /_ping's ``Libpod-Api-Version`` header during negotiation (asked for
+        here when DOCKER_API_VERSION pinned the version).  Only for working around a
+        documented Podman difference.
+        """
+        if self._podman is None:
+            resp = self.transport.request("GET", "/_ping")
+            resp.read()
+            self._podman = resp.header("Libpod-Api-Version") or ""
+        return self._podman
+
+    def podman_before(self, version: str) -> bool:
+        """Whether the daemon is Podman older than ``version`` (e.g. "4.7")."""
+        own = self.podman_version
+        if not own:
+            return False
+        parts = []
+        for piece in own.split("-", 1)[0].split("."):
+            if not piece.isdigit():
+                break
+            parts.append(int(piece))
+        return tuple(parts) < _vtuple(version)
+
     def _negotiate(self) -> str:
         resp = self.transport.request("GET", "/_ping")
         advertised = resp.header("Api-Version")
+        self._podman = resp.header("Libpod-Api-Version") or ""
         body = resp.read()
         if resp.status == 400 and b"HTTP request to an HTTPS server" in body:
             raise TransportError(f"{self.endpoint} speaks TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH "
@@ -272,6 +301,14 @@ class Engine:
     def update_container(self, container: str, body: Mapping[str, Any]) -> Json:
         """POST /containers/{id}/update: resources and RestartPolicy of an existing container."""
         return self._json("POST", f"/containers/{_q(container)}/update", json_body=dict(body)) or {}
+
+    def run_healthcheck(self, container: str) -> Json:
+        """Podman only: run the container's HEALTHCHECK now; returns {Status, FailingStreak, Log}.
+
+        Podman runs health checks from systemd timers: with no systemd (a CI container)
+        they never run unless asked through its own ``/libpod/containers/{id}/healthcheck``.
+        """
+        return self._json("GET", f"/libpod/containers/{_q(container)}/healthcheck") or {}
 
     def logs(self, container: str, *, tail: int = 50) -> str:
         """The last ``tail`` lines of stdout and stderr, interleaved, as text."""
