@@ -269,6 +269,10 @@ def make_plan(engine: Engine, opts: DeployOptions, settings: Settings, *, image_
         plan.spec.body["StopTimeout"] = opts.stop_timeout
     plan.hash = spec_mod.effective_hash(plan.spec.body, plan.image_id) if plan.image_id else ""
     plan.body = final_body(plan, opts, settings)
+    if "StopTimeout" not in plan.body and engine.podman_before("4.7"):
+        # Podman before 4.7 gives a container created without StopTimeout a stop timeout of 0,
+        # so every stop is a SIGKILL at once (containers/podman#19139): say docker's default
+        plan.body["StopTimeout"] = DEFAULT_STOP_TIMEOUT
 
     old_labels = ((plan.old or {}).get("Config") or {}).get("Labels") or {}
     if plan.old is None:
@@ -282,17 +286,30 @@ def make_plan(engine: Engine, opts: DeployOptions, settings: Settings, *, image_
     old_cfg = (plan.old or {}).get("Config") or {}
     if opts.stop_timeout is not None:
         plan.stop_timeout = opts.stop_timeout
-    elif old_cfg.get("StopTimeout") is not None:
+    elif stop_timeout_of(engine, old_cfg) is not None:
         plan.stop_timeout = int(old_cfg["StopTimeout"])
     if "Healthcheck" in plan.body:
         test = plan.body["Healthcheck"].get("Test") or []
         plan.has_healthcheck = bool(test) and test[0] != "NONE"
     elif local is not None:
-        plan.has_healthcheck = health.has_healthcheck(local)
+        # Podman's image inspect leaves HEALTHCHECK out (its containers still get it): unknown there
+        plan.has_healthcheck = health.has_healthcheck(local) or (None if engine.podman_version else False)
 
     plan.changes = _changes(engine, plan)
     plan.steps = _steps(plan, opts)
     return plan
+
+
+def stop_timeout_of(engine: Engine, config: Mapping[str, Any]) -> Optional[int]:
+    """A container's own StopTimeout (its inspect's Config); None when it has none.
+
+    Podman before 4.7 reports 0 for a container created through the Docker API without
+    one (containers/podman#19139): a 0 nobody chose, so it counts as none there.
+    """
+    value = config.get("StopTimeout")
+    if value is None or (int(value) == 0 and engine.podman_before("4.7")):
+        return None
+    return int(value)
 
 
 def _changes(engine: Engine, plan: Plan) -> List[str]:
@@ -386,9 +403,11 @@ def _pid1_ignores(engine: Engine, doc: Json) -> Optional[str]:
     if pid <= 0 or ((doc.get("HostConfig") or {}).get("PidMode") or "") == "host":
         return None
     name = str((doc.get("Config") or {}).get("StopSignal") or "SIGTERM").upper()
-    name = name if name.startswith("SIG") else "SIG" + name
+    # Podman reports the stop signal by its number ("15")
+    name = name if name.startswith("SIG") or name.isdigit() else "SIG" + name
     try:
         signum = int(name) if name.isdigit() else int(signal.Signals[name])
+        name = signal.Signals(signum).name
     except (KeyError, ValueError):
         return None
     try:

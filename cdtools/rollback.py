@@ -47,7 +47,7 @@ def make_plan(engine: Engine, opts: deploy.DeployOptions) -> deploy.Plan:
     old_cfg = (plan.old or {}).get("Config") or {}
     if opts.stop_timeout is not None:
         plan.stop_timeout = opts.stop_timeout
-    elif old_cfg.get("StopTimeout") is not None:
+    elif deploy.stop_timeout_of(engine, old_cfg) is not None:
         plan.stop_timeout = int(old_cfg["StopTimeout"])
     plan.has_healthcheck = health.has_healthcheck(previous)
     prev_short = deploy._short(str(previous["Id"]))
