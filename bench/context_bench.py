@@ -45,7 +45,7 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -290,34 +290,40 @@ def _docker_py_build(workspace: Path, tag: str) -> None:
 
 
 def run_builds(workspace: Path, repeat: int) -> None:
-    try:
-        import docker  # type: ignore[import-not-found]  # noqa: F401
-        have_docker_py = True
-    except ImportError:
-        have_docker_py = False
+    import importlib.util
+
+    have_docker_py = importlib.util.find_spec("docker") is not None
     tag = f"{IMAGE_PREFIX}:latest"
-    rows: List[Tuple[str, str, Callable[[], object]]] = []
-    for label, text in (("COPY app.jar", DOCKERFILE_JAR), ("COPY . /app", DOCKERFILE_ALL)):
-        rows.append((label, "docker build (classic)", lambda: _docker_cli_build(workspace, tag)))
-        if have_docker_py:
-            rows.append((label, "docker-py APIClient.build", lambda: _docker_py_build(workspace, tag)))
-        rows.append((label, "cdtools, full context", lambda: _cdtools_build_raw(workspace, tag, prune=False)))
-        rows.append((label, "cdtools, Dockerfile-aware", lambda: _cdtools_build_raw(workspace, tag, prune=True)))
+    env = dict(os.environ, DOCKER_HOST=f"unix://{SOCKET}")
+    methods: List[Tuple[str, Callable[[], object]]] = [("docker build (classic)", lambda: _docker_cli_build(workspace, tag))]
+    if have_docker_py:
+        methods.append(("docker-py APIClient.build", lambda: _docker_py_build(workspace, tag)))
+    methods.append(("cdtools, full context", lambda: _cdtools_build_raw(workspace, tag, prune=False)))
+    methods.append(("cdtools, Dockerfile-aware", lambda: _cdtools_build_raw(workspace, tag, prune=True)))
+    results: Dict[Tuple[str, str], List[float]] = {}
     try:
-        results: Dict[Tuple[str, str], float] = {}
-        for label, how, fn in rows:
-            (workspace / "Dockerfile").write_text(DOCKERFILE_JAR if label == "COPY app.jar" else DOCKERFILE_ALL)
-            results[(label, how)] = median_time(fn, repeat)
-        print(f"\nbuilds, no cache, median of {repeat} (+1 warm-up):")
-        for (label, how), seconds in results.items():
-            base = results[(label, "docker build (classic)")]
+        for label, text in (("COPY app.jar", DOCKERFILE_JAR), ("COPY . /app", DOCKERFILE_ALL)):
+            (workspace / "Dockerfile").write_text(text)
+            # round-robin, one warm-up round, each image deleted after its build: no method
+            # pays for the layers the others left behind
+            for round_no in range(repeat + 1):
+                for how, fn in methods:
+                    t0 = time.perf_counter()
+                    fn()
+                    elapsed = time.perf_counter() - t0
+                    subprocess.run([DOCKER_CLI, "rmi", "-f", tag], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    if round_no:
+                        results.setdefault((label, how), []).append(elapsed)
+        print(f"\nbuilds, no cache, median of {repeat} rounds (+1 warm-up), methods interleaved:")
+        for (label, how), times in results.items():
+            seconds = statistics.median(times)
+            base = statistics.median(results[(label, "docker build (classic)")])
             print(f"  {label:14} {how:28} {seconds:7.2f} s   {seconds / base:5.2f}x docker build")
         if not have_docker_py:
             print("  (docker-py not installed: its rows are missing)")
     finally:
         (workspace / "Dockerfile").write_text(DOCKERFILE_JAR)
-        subprocess.run([DOCKER_CLI, "rmi", "-f", tag], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       env=dict(os.environ, DOCKER_HOST=f"unix://{SOCKET}"))
+        subprocess.run([DOCKER_CLI, "rmi", "-f", tag], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 # ---------------------------------------------------------------------------- main
