@@ -24,6 +24,7 @@ _StrList = "strlist"
 SCHEMA: Dict[str, Any] = {
     "image": (_Str, "repository to push to, e.g. registry:5000/team/app (no tag)"),
     "tags": (_StrList, "tags to give the build (default: BUILD_NUMBER, GIT_COMMIT[:7], latest)"),
+    "tag_templates": (_StrList, "more names, e.g. {registry}/{name}:{branch}-{build_number} (cdtools.tag keys)"),
     "host": (_Str, "daemon that builds and pushes (default DOCKER_HOST)"),
     "build": {
         "context": (_Str, "context directory (default: the config file's directory)"),

@@ -60,6 +60,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
     out = {
         "image": args.image or cfg.get("image"),
         "tags": args.tags or cfg.get("tags") or config.default_tags(settings.build_number, settings.git_commit),
+        "tag_templates": args.tag_template or cfg.get("tag_templates") or [],
         "host": args.host or cfg.get("host"),
         "context": args.context or config.relative(base, build.get("context")) or base,
         "dockerfile": args.dockerfile or config.relative(base, build.get("dockerfile")),
@@ -84,13 +85,26 @@ def _options(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
     return out
 
 
+def _references(repo: reference.Reference, opts: Dict[str, Any], settings: Settings) -> List[str]:
+    """The image's full names: each tag on the repository, then the tag templates; no duplicates."""
+    refs = [str(repo.with_tag(reference.parse_tag(t))) for t in opts["tags"]]
+    refs += tag_step.expand_templates(opts["tag_templates"], settings, repo)
+    return list(dict.fromkeys(refs))
+
+
 def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings: Settings, *,
         console: Console, report: Report) -> ReleaseResult:
     repo = reference.parse(opts["image"])
     if repo.tag or repo.digest:
         raise UsageError(f"image {opts['image']!r}: give the repository without a tag; tags come from \"tags\"")
-    refs = [str(repo.with_tag(reference.parse_tag(t))) for t in opts["tags"]]
-    credentials = cli.credentials_for(args, settings, repo.registry) if opts["push"] else None
+    refs = _references(repo, opts, settings)
+    # every registry's credentials before the build: a missing password fails in seconds, not after it
+    credentials = {}
+    if opts["push"]:
+        for ref_text in refs:
+            registry = reference.parse(ref_text).registry
+            if registry not in credentials:
+                credentials[registry] = cli.credentials_for(args, settings, registry)
     result = ReleaseResult(tags=refs)
 
     with report.step("build") as rec:
@@ -108,11 +122,12 @@ def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings
         rec.tags = list(refs)
 
     if opts["push"]:
-        assert credentials is not None
         with report.step("push") as rec:
             for ref_text in refs:
-                pushed = push_step.run(engine, reference.parse(ref_text), credentials, console=console)
-                result.digest, result.pinned = pushed.digest, pushed.pinned
+                ref = reference.parse(ref_text)
+                pushed = push_step.run(engine, ref, credentials[ref.registry], console=console)
+                if ref.repository == repo.repository and not result.pinned:
+                    result.digest, result.pinned = pushed.digest, pushed.pinned
             rec.digest = result.digest
             rec.tags = list(refs)
     else:
@@ -122,7 +137,8 @@ def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings
         image = result.pinned or built.image_id
         with report.step("deploy") as rec:
             deployed = deploy_step.run_from_config(settings, opts["deploy"], image=image, base=opts["deploy_base"],
-                                                   default_host=opts["host"], credentials=credentials,
+                                                   default_host=opts["host"],
+                                                   credentials=credentials.get(repo.registry),
                                                    console=console, timeout=args.timeout)
             rec.container = deployed.container
             rec.image_id = built.image_id
@@ -141,7 +157,7 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
     repo = reference.parse(opts["image"])
     if repo.tag or repo.digest:
         raise UsageError(f"image {opts['image']!r}: give the repository without a tag; tags come from \"tags\"")
-    refs = [str(repo.with_tag(reference.parse_tag(t))) for t in opts["tags"]]
+    refs = _references(repo, opts, settings)
     prefix = f"/v{engine.api_version}"
     console.line(f"dry run on {engine.endpoint} (API {engine.api_version}): nothing will be changed")
 
@@ -171,9 +187,9 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
 
     if opts["push"]:
         with report.step("push") as rec:
-            credentials = cli.credentials_for(args, settings, repo.registry)
             for ref_text in refs:
                 ref = reference.parse(ref_text)
+                credentials = cli.credentials_for(args, settings, ref.registry)
                 console.line(f"POST {prefix}/images/{ref.repository}/push?{urlencode({'tag': ref.tag})}")
                 console.line(f"  X-Registry-Auth: <redacted> (credentials: {credentials.source})")
             rec.tags = list(refs)
@@ -201,6 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--image", help="repository to push to (overrides the config)")
     p.add_argument("--tag", "-t", dest="tags", action="append", default=[], metavar="TAG",
                    help="tag to give the image (repeatable; default: BUILD_NUMBER, GIT_COMMIT[:7], latest)")
+    p.add_argument("--tag-template", action="append", default=[], metavar="TEMPLATE",
+                   help="more names from Jenkins' variables, e.g. '{registry}/{name}:{branch}-{build_number}' "
+                        "(see cdtools.tag --help for the keys; repeatable)")
     p.add_argument("--context", help="build context (overrides the config)")
     p.add_argument("-f", "--file", dest="dockerfile", help="Dockerfile (overrides the config)")
     p.add_argument("--build-arg", action="append", default=[], metavar="K=V")
