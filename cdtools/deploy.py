@@ -32,7 +32,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import cli, health, lock, reference, spec as spec_mod
 from .console import Console, LayerProgress
@@ -52,6 +52,13 @@ _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 _IMAGE_ID_RE = re.compile(r"(sha256:)?[0-9a-f]{12,64}")
 
 Json = Dict[str, Any]
+
+if TYPE_CHECKING:
+    from .rollout import RolloutResult
+    from .service import ServiceResult
+
+    #: what a deploy from the release config gives back: each has ``.container`` and ``.action``
+    Deployed = Union["DeployResult", ServiceResult, RolloutResult]
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -697,6 +704,11 @@ def _pull(engine: Engine, plan: Plan, credentials: Any, console: Console) -> Non
         raise DeployError(f"pull of {plan.image} from {ref.registry} failed: {message}; nothing was changed") from None
 
 
+def pull(engine: Engine, plan: Plan, credentials: Any, console: Console) -> None:
+    """Pull ``plan.image`` as run() does, for callers that pull ahead (a rollout, on every host first)."""
+    _pull(engine, plan, credentials, console)
+
+
 def run(engine: Engine, opts: DeployOptions, settings: Settings, *, console: Console,
         credentials: Any = None, dry_run: bool = False) -> DeployResult:
     """Deploy ``opts.image`` as ``opts.name``; see the module docstring for the order."""
@@ -745,7 +757,8 @@ def _prune(engine: Engine, plan: Plan, keep: int, console: Console) -> None:
 
 
 def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", required=True, help="container name")
+    # required for a container; checked in options_from_args, since --target service:NAME names a service
+    p.add_argument("--name", help="container name (required)")
     p.add_argument("--image", required=True, help="image reference or id to run")
     p.add_argument("--deploy-host", metavar="HOST", help="daemon to deploy to (overrides -H; same TLS settings)")
     spec_mod.add_arguments(p)
@@ -780,6 +793,8 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> DeployOptions:
+    if not args.name:
+        raise UsageError("--name is required: the container to deploy")
     probe = health.check_probe_url(args.probe) if args.probe else None
     opts = DeployOptions(
         name=args.name, image=args.image, spec_args=args, inherit=args.inherit, stop_timeout=args.stop_timeout,
@@ -803,11 +818,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import targets  # it builds on this module: imported here, not at the top
+
     p = build_parser(PROG, "Replace a container with one running a new image, without losing the service.")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    targets.add_arguments(p)
     args = p.parse_args(argv)
 
     def work(settings: Settings) -> int:
+        if targets.chosen(args):
+            return _other_target(args, settings, targets)
         opts = options_from_args(args)
         console = cli.console_for(args)
         engine = connect(settings, host=args.deploy_host or args.host, timeout=args.timeout)
@@ -819,6 +839,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     return cli.run(PROG, work)
+
+
+def _other_target(args: argparse.Namespace, settings: Settings, targets: Any) -> int:
+    """A swarm service or several hosts (cdtools.targets), with deploy's credentials and SIGTERM handling."""
+    console = cli.console_for(args)
+    with lock.sigterm_raises():
+        creds = None if args.dry_run else _lazy_credentials(args, settings, args.image)
+        result = targets.run(args, settings, console=console, credentials=creds, dry_run=args.dry_run,
+                             host=args.deploy_host or args.host, timeout=args.timeout)
+    if args.quiet and result.action != "planned":
+        print(result.container)
+    return 0
 
 
 class _LazyCredentials:
@@ -877,14 +909,29 @@ CONFIG_KEYS: Dict[str, Any] = {
     "force": (_B, "redeploy even when unchanged"),
     "pull": (_S, "auto, always, missing, never"),
     "prune_keep": (_N, "keep N images of the repository afterwards"),
+    # cdtools.targets: a swarm service, or several hosts
+    "target": (_S, "container (default) or service:NAME, a swarm service through the manager at host"),
+    "hosts": (_LIST, "daemons to deploy the container to, one after another (instead of host)"),
+    "max_parallel": (_N, "with hosts: how many at a time (default 1)"),
+    "replicas": (_N, "service tasks to run (default: the service's own; 1 on create)"),
+    "publish_mode": (_S, "service ports: ingress (default) or host"),
+    "converge_timeout": (_N, "seconds to follow a service update (default 300)"),
+    "update": {
+        "parallelism": (_N, "service tasks updated at a time"),
+        "delay": (_N, "seconds between batches"),
+        "order": (_S, "start-first or stop-first"),
+        "failure_action": (_S, "rollback or pause"),
+        "monitor": (_N, "seconds a new task must keep running"),
+    },
 }
 
 
 def config_argv(cfg: Mapping[str, Any], image: str, base: str) -> List[str]:
     """The deploy flags a config section means (parsed by the same parser, so the meaning is one)."""
-    if not cfg.get("name"):
+    target = str(cfg.get("target") or "container")
+    if not cfg.get("name") and not target.startswith("service:"):
         raise UsageError("deploy.name: required")
-    argv = ["--name", str(cfg["name"]), "--image", image]
+    argv = (["--name", str(cfg["name"])] if cfg.get("name") else []) + ["--image", image]
 
     def path(value: str) -> str:
         return value if os.path.isabs(value) else os.path.join(base, value)
@@ -913,20 +960,50 @@ def config_argv(cfg: Mapping[str, Any], image: str, base: str) -> List[str]:
     for key in ("inherit", "force"):
         if cfg.get(key):
             argv.append("--" + key)
+    argv += _target_argv(cfg)
     if cfg.get("command"):
         argv += ["--"] + list(cfg["command"])
     return argv
 
 
+def _target_argv(cfg: Mapping[str, Any]) -> List[str]:
+    """The cdtools.targets flags of a deploy section."""
+    argv: List[str] = []
+    if cfg.get("target") is not None:
+        argv += ["--target", str(cfg["target"])]
+    if cfg.get("hosts"):
+        argv += ["--hosts", ",".join(cfg["hosts"])]
+    whole = ("max_parallel", "replicas", "parallelism")
+    update = cfg.get("update") or {}
+    pairs = [(cfg, "max_parallel", "--max-parallel"), (cfg, "replicas", "--replicas"),
+             (cfg, "publish_mode", "--publish-mode"), (cfg, "converge_timeout", "--converge-timeout"),
+             (update, "parallelism", "--parallelism"), (update, "delay", "--update-delay"),
+             (update, "order", "--update-order"), (update, "failure_action", "--failure-action"),
+             (update, "monitor", "--monitor")]
+    for section, key, flag in pairs:
+        if section.get(key) is not None:
+            argv += [flag, str(int(section[key]) if key in whole else section[key])]
+    return argv
+
+
 def run_from_config(settings: Settings, cfg: Mapping[str, Any], *, image: str, base: str,
                     default_host: Optional[str], credentials: Any, console: Console,
-                    timeout: Optional[float] = None, dry_run: bool = False) -> DeployResult:
+                    timeout: Optional[float] = None, dry_run: bool = False) -> "Deployed":
     """The release step's deploy: ``cfg`` is the validated "deploy" section."""
+    from . import targets  # it builds on this module: imported here, not at the top
+
     p = build_parser(PROG, "deploy (from the release config)")
+    targets.add_arguments(p)
     try:
         args = p.parse_args(config_argv(cfg, image, base))
     except SystemExit:
         raise UsageError("the release config's deploy section does not make valid deploy flags") from None
+    if cfg.get("hosts") and cfg.get("host"):
+        raise UsageError("deploy.host and deploy.hosts both say where to deploy: give one")
+    if targets.chosen(args):
+        with lock.sigterm_raises():
+            return targets.run(args, settings, console=console, credentials=credentials, dry_run=dry_run,
+                               host=cfg.get("host") or default_host, timeout=timeout)
     opts = options_from_args(args)
     engine = connect(settings, host=cfg.get("host") or default_host, timeout=timeout)
     with lock.sigterm_raises():
