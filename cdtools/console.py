@@ -55,27 +55,44 @@ class Console:
 class LayerProgress:
     """Per-layer progress of a push or pull.
 
-    In CI (no terminal) one line per layer each time its state changes, with no
-    carriage-return spam; on a terminal the same lines (progress bars in place
-    would fight with Jenkins' log capture when stdout is a pseudo-terminal).
+    In CI (no terminal): one line per layer each time its state changes, no
+    carriage-return spam, so a Jenkins log reads top to bottom.  On a terminal:
+    one live line per layer, redrawn in place with its progress bar.
     """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self._state: Dict[str, str] = {}
+        #: terminal mode: the layers of the block being redrawn, in order of appearance
+        self._live: Dict[str, str] = {}
 
     def feed(self, record: Dict[str, Any]) -> None:
         status = str(record.get("status") or "")
         layer = record.get("id")
         if not status:
             return
-        if layer:
-            if self._state.get(layer) == status:
-                return
-            self._state[layer] = status
-            self.console.line(f"{layer}: {status}")
-        else:
+        if not layer:
+            self._live = {}  # a plain line ends the live block; the next layers start a new one
             self.console.line(status)
+            return
+        if self.console.tty and not self.console.quiet:
+            self._redraw(str(layer), f"{layer}: {status} {record.get('progress') or ''}".rstrip())
+            return
+        if self._state.get(layer) == status:
+            return
+        self._state[layer] = status
+        self.console.line(f"{layer}: {status}")
+
+    def _redraw(self, layer: str, text: str) -> None:
+        out = self.console.out
+        if layer in self._live:
+            # up to this layer's line, rewrite it, back down to below the block
+            up = len(self._live) - list(self._live).index(layer)
+            out.write(f"\x1b[{up}A\r\x1b[2K{text}\x1b[{up}B\r")
+        else:
+            out.write(f"{text}\n")
+        self._live[layer] = text
+        out.flush()
 
 
 def _strip_ansi(text: str) -> str:
