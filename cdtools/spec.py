@@ -488,7 +488,8 @@ def apply_flags(spec: Spec, args: argparse.Namespace, lookup: Callable[[str], Op
     for item in getattr(args, "env", None) or []:
         key, sep, value = item.partition("=")
         if not key:
-            raise UsageError(f"-e {item!r}: expected K=V or K")
+            # never echo the item: its value may be a secret (-e "=$DB_PASSWORD")
+            raise UsageError("-e with an empty name: expected K=V or K")
         if sep:
             env[key] = value
         else:
