@@ -783,18 +783,18 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-keep", type=int, metavar="N", help="afterwards, keep N images of the repository")
     g.add_argument("--log-lines", type=int, default=30, metavar="N",
                    help="log lines of a failed container to print (default 30)")
-    c = p.add_argument_group("registry credentials for the pull (default: environment, then config.json)")
-    c.add_argument("--username", help="registry user name")
-    src = c.add_mutually_exclusive_group()
-    src.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    src.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
-    c.add_argument("--username-env", default="CDTOOLS_REGISTRY_USERNAME", metavar="VAR")
-    c.add_argument("--password-env", default="CDTOOLS_REGISTRY_PASSWORD", metavar="VAR")
+    # for the pull; resolved only when a pull happens (_LazyCredentials), the password read once
+    cli.add_credential_args(p)
 
 
 def options_from_args(args: argparse.Namespace) -> DeployOptions:
     if not args.name:
         raise UsageError("--name is required: the container to deploy")
+    if args.username and not (args.password_stdin or args.password_file):
+        # Checked now, not at the pull: with a local image there is no pull, and `-u 1000` (docker
+        # run's --user) would otherwise be dropped without a word.
+        raise UsageError("--username/-u is the registry user and needs --password-stdin or --password-file "
+                         "(the container's user is --user)")
     probe = health.check_probe_url(args.probe) if args.probe else None
     opts = DeployOptions(
         name=args.name, image=args.image, spec_args=args, inherit=args.inherit, stop_timeout=args.stop_timeout,
