@@ -7,10 +7,11 @@ log text.  Any ``error``/``errorDetail`` record fails the step.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
-from . import cli, context, reference
+from . import auth, cli, context, dockerfile as dockerfile_mod, reference
 from .console import Console, LayerProgress
 from .engine import Engine
 from .errors import APIError, BuildError, StreamError, UsageError
@@ -54,16 +55,72 @@ def normalise_tags(tags: Iterable[str]) -> List[str]:
     return out
 
 
+def base_registries(data: bytes, build_args: Mapping[str, str]) -> List[str]:
+    """The registries the Dockerfile's FROM images come from (for X-Registry-Config).
+
+    Stage names, ``scratch`` and images whose name can't be resolved from the
+    global ARGs and build args are left out: the daemon then pulls anonymously,
+    as it would have without the header.
+    """
+    parsed = dockerfile_mod.parse(data)
+    args: Dict[str, str] = {}
+    stages = set()
+    registries: List[str] = []
+    seen_from = False
+    for ins in parsed.instructions:
+        if ins.cmd == "arg" and not seen_from:
+            for word in ins.args:
+                key, sep, default = word.partition("=")
+                value = build_args.get(key, default if sep else None)
+                if value is not None:
+                    args[key] = value
+        elif ins.cmd == "from" and ins.args:
+            seen_from = True
+            try:
+                image = dockerfile_mod.expand_word(ins.args[0], args, parsed.escape)
+            except ValueError:
+                continue
+            if len(ins.args) >= 3 and ins.args[1].lower() == "as":
+                stages.add(ins.args[2].lower())
+            if image.lower() in stages or image == "scratch":
+                continue
+            try:
+                registry = reference.parse(image).registry
+            except UsageError:
+                continue
+            if registry not in registries:
+                registries.append(registry)
+    return registries
+
+
+def registry_config(data: bytes, build_args: Mapping[str, str],
+                    credentials: Callable[[str], Optional[auth.Credentials]]) -> Optional[str]:
+    """X-Registry-Config for the FROM images' registries, None when none has credentials."""
+    configs = {}
+    for registry in base_registries(data, build_args):
+        creds = credentials(registry)
+        if creds is not None and not creds.anonymous:
+            configs[auth.server_address(registry)] = creds.auth_config()
+    return auth.encode_header(configs) if configs else None
+
+
 def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optional[str] = None,
         tags: Sequence[str] = (), build_args: Optional[Mapping[str, str]] = None,
         labels: Optional[Mapping[str, str]] = None, target: Optional[str] = None, pull: bool = False,
         no_cache: bool = False, compress: Optional[bool] = None, full_context: bool = False,
-        registry_config: Optional[str] = None) -> BuildResult:
-    """Build ``context_dir``; returns the image id and the tags the daemon applied."""
+        credentials: Optional[Callable[[str], Optional[auth.Credentials]]] = None) -> BuildResult:
+    """Build ``context_dir``; returns the image id and the tags the daemon applied.
+
+    ``credentials(registry)`` gives what to send (X-Registry-Config) for the
+    registries of private FROM images; by default none.
+    """
     full_tags = normalise_tags(tags)
     plan = context.plan_context(context_dir, dockerfile, prune=not full_context,
                                 build_args=dict(build_args or {}), target=target, warn=console.line)
     gzip = (not engine.endpoint.is_local) if compress is None else compress
+    registry_header = None
+    if credentials is not None:
+        registry_header = registry_config(_dockerfile_bytes(context_dir, dockerfile), build_args or {}, credentials)
     note = plan.pruned_reason or plan.full_reason or "full context"
     console.step(f"build {context_dir} ({note}{', gzip' if gzip else ''}) on {engine.endpoint}")
     body = _Counter(context.stream_context(plan, compress=gzip))
@@ -72,7 +129,7 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     try:
         for record in engine.build(body, tags=full_tags, dockerfile=plan.dockerfile, buildargs=build_args,
                                    labels=labels, target=target, pull=pull, nocache=no_cache, gzip=gzip,
-                                   registry_config=registry_config):
+                                   registry_config=registry_header):
             if "stream" in record:
                 console.text(str(record["stream"]))
             elif "aux" in record and isinstance(record["aux"], dict) and record["aux"].get("ID"):
@@ -94,6 +151,15 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     console.line(f"built {image_id}" + (f" as {', '.join(full_tags)}" if full_tags else ""))
     return BuildResult(image_id=image_id, tags=tuple(full_tags), sent_bytes=body.total, compressed=gzip,
                        context_note=note)
+
+
+def _dockerfile_bytes(context_dir: str, dockerfile: Optional[str]) -> bytes:
+    path = dockerfile if dockerfile else os.path.join(context_dir, "Dockerfile")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read the Dockerfile {path}: {exc.strerror}") from None
 
 
 def build_args_from(items: Optional[List[str]], settings: Settings) -> Dict[str, str]:
@@ -131,6 +197,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send the whole context, not only what the Dockerfile's COPY/ADD can read")
 
 
+def config_credentials(settings: Settings) -> Callable[[str], Optional[auth.Credentials]]:
+    """Base-image credentials from config.json only, as ``docker build`` sends them.
+
+    The CDTOOLS_REGISTRY_* variables are meant for the push target: sending them
+    for every FROM registry would hand a private password to Docker Hub.
+    """
+
+    def lookup(registry: str) -> Optional[auth.Credentials]:
+        return auth.resolve(registry, config_dir=settings.docker_config, path=settings.path)
+
+    return lookup
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = cli.parser(PROG, "Build an image from a context directory with the classic builder.")
     add_arguments(p)
@@ -142,7 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = run(engine, args.context, console=console, dockerfile=args.dockerfile, tags=args.tags,
                      build_args=build_args_from(args.build_arg, settings),
                      labels=cli.key_values(args.label, "--label"), target=args.target, pull=args.pull,
-                     no_cache=args.no_cache, compress=args.compress, full_context=args.full_context)
+                     no_cache=args.no_cache, compress=args.compress, full_context=args.full_context,
+                     credentials=config_credentials(settings))
         if args.iidfile:
             cli.write_result(args.iidfile, result.image_id)
         if args.quiet:

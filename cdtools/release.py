@@ -106,12 +106,15 @@ def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings
             if registry not in credentials:
                 credentials[registry] = cli.credentials_for(args, settings, registry)
     result = ReleaseResult(tags=refs)
+    # a FROM image on the push registry gets the push credentials; others, config.json's
+    base_credentials = build_step.config_credentials(settings)
 
     with report.step("build") as rec:
         built = build_step.run(engine, opts["context"], console=console, dockerfile=opts["dockerfile"],
                                tags=refs[:1], build_args=opts["build_args"], labels=opts["labels"],
                                target=opts["target"], pull=opts["pull"], no_cache=opts["no_cache"],
-                               compress=opts["compress"], full_context=opts["full_context"])
+                               compress=opts["compress"], full_context=opts["full_context"],
+                               credentials=lambda r: credentials.get(r) or base_credentials(r))
         result.image_id = rec.image_id = built.image_id
         rec.tags = refs[:1]
 
