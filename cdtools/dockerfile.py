@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from cdtools.dockerignore import GO_SPACE as _GO_SPACE  # what Go's unicode.IsSpace accepts
 from cdtools.errors import UsageError
 
 #: the PATH the classic builder adds to a stage whose image has none (Linux)
@@ -35,7 +36,6 @@ _KNOWN = frozenset(
     "add arg cmd copy entrypoint env expose from healthcheck label maintainer onbuild "
     "run shell stopsignal user volume workdir".split()
 )
-_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 _RE_WHITESPACE = re.compile("[\t\v\f\r ]+")
 _RE_DIRECTIVE = re.compile(r"^#[\t\n\f\r ]*([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _RE_STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_\.]*\Z")
