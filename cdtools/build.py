@@ -104,6 +104,22 @@ def registry_config(data: bytes, build_args: Mapping[str, str],
     return auth.encode_header(configs) if configs else None
 
 
+def base_image_lookup(engine: Engine) -> Callable[[str], Optional[dockerfile_mod.ImageConfig]]:
+    """What the context planner may know of a base image on the daemon (ENV, ONBUILD).
+
+    None when the daemon can't say (absent, or any refusal): the planner then sends
+    the full context.  Not used with --pull: the image pulled may differ from the one there now.
+    """
+
+    def lookup(name: str) -> Optional[dockerfile_mod.ImageConfig]:
+        try:
+            return dockerfile_mod.ImageConfig.from_inspect(engine.inspect_image(name))
+        except APIError:
+            return None
+
+    return lookup
+
+
 def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optional[str] = None,
         tags: Sequence[str] = (), build_args: Optional[Mapping[str, str]] = None,
         labels: Optional[Mapping[str, str]] = None, target: Optional[str] = None, pull: bool = False,
@@ -116,14 +132,15 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     """
     full_tags = normalise_tags(tags)
     plan = context.plan_context(context_dir, dockerfile, prune=not full_context,
-                                build_args=dict(build_args or {}), target=target, warn=console.line)
+                                build_args=dict(build_args or {}), target=target, warn=console.line,
+                                inspect_image=None if pull else base_image_lookup(engine))
     gzip = (not engine.endpoint.is_local) if compress is None else compress
     registry_header = None
     if credentials is not None:
         registry_header = registry_config(_dockerfile_bytes(context_dir, dockerfile), build_args or {}, credentials)
     note = plan.pruned_reason or plan.full_reason or "full context"
     console.step(f"build {context_dir} ({note}{', gzip' if gzip else ''}) on {engine.endpoint}")
-    body = _Counter(context.stream_context(plan, compress=gzip))
+    body = _Counter(context.stream_context(plan, compress=gzip, warn=console.line))
     layers = LayerProgress(console)
     image_id = ""
     try:

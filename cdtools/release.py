@@ -166,7 +166,8 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
 
     with report.step("build") as rec:
         plan = context.plan_context(opts["context"], opts["dockerfile"], prune=not opts["full_context"],
-                                    build_args=dict(opts["build_args"]), target=opts["target"], warn=console.line)
+                                    build_args=dict(opts["build_args"]), target=opts["target"], warn=console.line,
+                                    inspect_image=None if opts["pull"] else build_step.base_image_lookup(engine))
         gzip = (not engine.endpoint.is_local) if opts["compress"] is None else opts["compress"]
         query = [("t", refs[0]), ("dockerfile", plan.dockerfile)]
         if opts["target"]:
