@@ -21,9 +21,7 @@ Prints medians of:
   docker-py ``APIClient.build`` when installed, and cdtools, full and Dockerfile-aware,
   for a Dockerfile copying only the jar and one with ``COPY . /app``.
 
-HOOK (build verb): until ``cdtools.build`` lands, the "cdtools" build rows send
-``plan_context`` + ``stream_context`` to ``POST /build`` over a bare ``http.client``
-connection (``_cdtools_build_raw``); swap in ``cdtools.build.run`` there when it exists.
+The "cdtools" build rows run the real build step, ``cdtools.build.run``.
 
 Targets from the issue: pack >= 0.7x GNU tar; RSS <= 64 MB at 1 GiB; jar-only build
 <= 0.2x docker build's wall time; COPY . <= 1.0x. Figures only, no asserts.
@@ -31,7 +29,7 @@ Targets from the issue: pack >= 0.7x GNU tar; RSS <= 64 MB at 1 GiB; jar-only bu
 from __future__ import annotations
 
 import argparse
-import http.client
+import io
 import json
 import os
 import random
@@ -49,7 +47,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdtools.build import run as run_build  # noqa: E402
+from cdtools.console import Console  # noqa: E402
 from cdtools.context import ContextPlan, plan_context, stream_context  # noqa: E402
+from cdtools.engine import connect  # noqa: E402
+from cdtools.settings import Settings  # noqa: E402
 
 SEED = 3
 LAYOUT_VERSION = "1"
@@ -244,34 +246,11 @@ def baseline_rss() -> int:
 
 # ------------------------------------------------------------------------ builds
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=600)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self._path)
-
-
-def _cdtools_build_raw(workspace: Path, tag: str, prune: bool) -> str:
-    """HOOK: plan + stream to POST /build (classic builder). Replace with cdtools.build.run when it lands."""
-    plan = plan_context(str(workspace), prune=prune, warn=lambda m: None)
-    query = urllib.parse.urlencode({"t": tag, "dockerfile": plan.dockerfile, "nocache": "1", "rm": "1", "forcerm": "1"})
-    conn = _Unix(SOCKET)
-    try:
-        conn.request("POST", "/v1.41/build?" + query, body=stream_context(plan, warn=lambda m: None),
-                     headers={"Content-Type": "application/x-tar"}, encode_chunked=True)
-        resp = conn.getresponse()
-        image = ""
-        for line in resp.read().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if "error" in record:
-                raise RuntimeError(record["error"])
-            image = (record.get("aux") or {}).get("ID", image)
-        return image
-    finally:
-        conn.close()
+def _cdtools_build(workspace: Path, tag: str, prune: bool) -> str:
+    """The real build step (``cdtools.build.run``), no cache, its output discarded."""
+    engine = connect(Settings(docker_host=f"unix://{SOCKET}"))
+    quiet = Console(io.StringIO(), tty=False, quiet=True)
+    return run_build(engine, str(workspace), console=quiet, tags=[tag], no_cache=True, full_context=not prune).image_id
 
 
 def _docker_cli_build(workspace: Path, tag: str) -> None:
@@ -298,8 +277,8 @@ def run_builds(workspace: Path, repeat: int) -> None:
     methods: List[Tuple[str, Callable[[], object]]] = [("docker build (classic)", lambda: _docker_cli_build(workspace, tag))]
     if have_docker_py:
         methods.append(("docker-py APIClient.build", lambda: _docker_py_build(workspace, tag)))
-    methods.append(("cdtools, full context", lambda: _cdtools_build_raw(workspace, tag, prune=False)))
-    methods.append(("cdtools, Dockerfile-aware", lambda: _cdtools_build_raw(workspace, tag, prune=True)))
+    methods.append(("cdtools, full context", lambda: _cdtools_build(workspace, tag, prune=False)))
+    methods.append(("cdtools, Dockerfile-aware", lambda: _cdtools_build(workspace, tag, prune=True)))
     results: Dict[Tuple[str, str], List[float]] = {}
     try:
         for label, text in (("COPY app.jar", DOCKERFILE_JAR), ("COPY . /app", DOCKERFILE_ALL)):
