@@ -4,12 +4,18 @@ The order never leaves the service without a container that can serve::
 
     pull on the target (X-Registry-Auth always)      old serves
     lock NAME-cdtools-lock                           old serves
-    create NAME-cdtools-new                          old serves
+    create NAME-cdtools-new on network none          old serves
+    start it; wait until it listens                  old serves; the new program starts
     stop NAME (its stop timeout)                     outage starts
-    start NAME-cdtools-new                           outage ends when it listens
+    connect NAME-cdtools-new to its networks         outage ends (ports published once it can answer)
     health gate                                      HEALTHCHECK / --probe / still running after N s
     keep NAME as NAME-previous (stopped)             its volumes and config are the rollback
     rename NAME-cdtools-new to NAME
+
+That is "start first" (cdtools.startfirst: why, measured, and where it is valid).
+Elsewhere (host network, overlay networks, --link, Podman, --no-start-first) and
+when a program exits without its network, the classic order: create, stop NAME,
+start NAME-cdtools-new (the outage then includes the program's start-up).
 
 When the new container fails (exits, unhealthy, port taken, SIGTERM from a
 Jenkins abort), its last log lines and health log are printed, it is removed,
@@ -34,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from . import cli, health, lock, reference, spec as spec_mod
+from . import cli, health, lock, reference, spec as spec_mod, startfirst
 from .console import Console, LayerProgress
 from .engine import Engine, connect
 from .errors import APIError, CdtoolsError, DeployError, NotFound, RolledBack, StreamError, UsageError
@@ -82,6 +88,10 @@ class DeployOptions:
     fast_kill: bool = True
     prune_keep: Optional[int] = None
     log_lines: int = 30
+    #: start the new container (network none) before the old one stops, where valid (cdtools.startfirst)
+    start_first: bool = True
+    #: how long a started-first container gets to listen before the old one is stopped anyway
+    start_first_wait: float = 10.0
 
     def check(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -97,6 +107,10 @@ class DeployOptions:
             raise UsageError(f"--settle {self.gate.settle:g} is longer than --health-timeout {self.gate.timeout:g}")
         if self.pull not in ("auto", "always", "missing", "never"):
             raise UsageError(f"--pull {self.pull!r}: expected auto, always, missing or never")
+        if self.start_first_wait < 0:
+            raise UsageError("--start-first-wait must be 0 or more seconds")
+        if self.prune_keep is not None and self.prune_keep < 0:
+            raise UsageError("--prune-keep must be 0 or more")
 
 
 @dataclass
@@ -121,6 +135,10 @@ class Plan:
     action: str = "create"
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
     has_healthcheck: Optional[bool] = None
+    #: set when the new container starts before the old one stops (cdtools.startfirst)
+    staging: Optional[startfirst.Staging] = None
+    #: why it does not, when there is a running container to replace
+    start_first_why: str = ""
     steps: List[str] = field(default_factory=list)
     changes: List[str] = field(default_factory=list)
 
@@ -148,6 +166,8 @@ class DeployResult:
     stop_seconds: Optional[float] = None
     killed: bool = False
     plan: Optional[Plan] = None
+    #: where the container answers: "127.0.0.1:18080 -> 8080/tcp", from its inspect
+    addresses: List[str] = field(default_factory=list)
 
     @property
     def container(self) -> str:
@@ -302,8 +322,14 @@ def make_plan(engine: Engine, opts: DeployOptions, settings: Settings, *, image_
         # Podman's image inspect leaves HEALTHCHECK out (its containers still get it): unknown there
         plan.has_healthcheck = health.has_healthcheck(local) or (None if engine.podman_version else False)
 
+    if plan.action == "replace" and plan.old_running:
+        if opts.start_first:
+            plan.staging, plan.start_first_why = startfirst.plan(engine, plan.body)
+        else:
+            plan.start_first_why = "--no-start-first"
+
     plan.changes = _changes(engine, plan)
-    plan.steps = _steps(plan, opts)
+    plan.steps = _steps(plan, opts, local=engine.endpoint.scheme == "unix")
     return plan
 
 
@@ -334,7 +360,7 @@ def _changes(engine: Engine, plan: Plan) -> List[str]:
     return lines
 
 
-def _steps(plan: Plan, opts: DeployOptions) -> List[str]:
+def _steps(plan: Plan, opts: DeployOptions, *, local: bool) -> List[str]:
     steps = []
     if plan.pull:
         steps.append(f"pull {plan.image} ({plan.pull_reason})")
@@ -346,11 +372,23 @@ def _steps(plan: Plan, opts: DeployOptions) -> List[str]:
         return steps
     if plan.leftover is not None:
         steps.append(f"remove {plan.temp_name} left by an interrupted deploy")
-    steps.append(f"create {plan.temp_name} from {plan.image}")
+    stop = ""
     if plan.old_running:
         assert plan.old is not None
-        steps.append(f"stop {plan.name} ({_short(plan.old['Id'])}, stop timeout {plan.stop_timeout} s)")
-    steps.append(f"start {plan.temp_name}")
+        stop = f"stop {plan.name} ({_short(plan.old['Id'])}, stop timeout {plan.stop_timeout} s)"
+    if plan.staging is not None:
+        wait = startfirst.ready_condition(plan.staging, opts.start_first_wait, local=local,
+                                          has_healthcheck=plan.has_healthcheck)
+        steps.append(f"create {plan.temp_name} from {plan.image} on network {startfirst.STAGING_NETWORK} "
+                     f"(its own networks come at the swap)")
+        steps.append(f"start {plan.temp_name} while {plan.name} serves; {wait}")
+        steps.append(stop)
+        steps.append(f"connect {plan.temp_name} to {plan.staging.network_names()}")
+    else:
+        steps.append(f"create {plan.temp_name} from {plan.image}")
+        if stop:
+            steps.append(stop)
+        steps.append(f"start {plan.temp_name}")
     steps.append(f"health gate: {opts.gate.describe(plan.has_healthcheck)}")
     if plan.old is not None:
         if plan.previous is not None:
@@ -358,6 +396,11 @@ def _steps(plan: Plan, opts: DeployOptions) -> List[str]:
         steps.append(f"keep {plan.name} as {plan.previous_name} (stopped, restart policy off)")
     steps.append(f"rename {plan.temp_name} to {plan.name}")
     return steps
+
+
+def start_first_note(plan: Plan) -> str:
+    return (f"start first: no ({plan.start_first_why}): {plan.temp_name} starts after {plan.name} "
+            f"has stopped")
 
 
 def print_plan(plan: Plan, console: Console, where: str) -> None:
@@ -372,6 +415,8 @@ def print_plan(plan: Plan, console: Console, where: str) -> None:
         console.line(f"lock: {lock.lock_name(plan.name)} is held by {plan.lock_holder}")
     for number, step in enumerate(plan.steps, 1):
         console.line(f"  {number}. {step}")
+    if plan.start_first_why and plan.action == "replace":
+        console.line(start_first_note(plan))
     if plan.changes:
         console.line("changes:")
         for line in plan.changes:
@@ -461,6 +506,13 @@ def stop_container(engine: Engine, container_id: str, name: str, timeout: int, *
     return seconds, killed
 
 
+def _only_staged(doc: Json) -> bool:
+    """A container started first that never got its networks: it serves nothing (cdtools.startfirst)."""
+    networks = list(((doc.get("NetworkSettings") or {}).get("Networks") or {}))
+    mode = (doc.get("HostConfig") or {}).get("NetworkMode") or "default"
+    return networks in ([], [startfirst.STAGING_NETWORK]) and mode != startfirst.STAGING_NETWORK
+
+
 class _Swap:
     """The steps that change the daemon, and how to undo them."""
 
@@ -483,6 +535,10 @@ class _Swap:
     def step(self) -> None:
         self.console.step(next(self._steps))
 
+    def skip(self) -> None:
+        """A planned step that no longer applies (a started-first container fell back to the classic order)."""
+        next(self._steps)
+
     def warn(self, text: str) -> None:
         self.console.line(f"warning: {text}")
 
@@ -490,7 +546,7 @@ class _Swap:
         plan = self.plan
         if plan.leftover is not None:
             self.step()
-            if (plan.leftover.get("State") or {}).get("Running"):
+            if (plan.leftover.get("State") or {}).get("Running") and not _only_staged(plan.leftover):
                 raise DeployError(
                     f"{plan.temp_name} is running: an earlier deploy was killed in the middle of its swap and it may "
                     f"be what serves now; check, then remove it (python -m cdtools.container rm {plan.temp_name} "
@@ -511,12 +567,15 @@ class _Swap:
             self.result.container_id = self.new_id
             engine.rename(self.new_id, plan.temp_name)
         else:
-            self._create()
-        if plan.old_running:
-            self.step()  # stop
-            self._stop_old()
-        self.step()  # start
-        engine.start(self.new_id)
+            self._create(staged=plan.staging is not None)
+        if plan.staging is not None and self.existing is None:
+            self._start_first(plan.staging)
+        else:
+            if plan.old_running:
+                self.step()  # stop
+                self._stop_old()
+            self.step()  # start
+            engine.start(self.new_id)
         self.step()  # gate
         verdict = health.wait(engine, self.new_id, self.opts.gate)
         if not verdict.ok:
@@ -542,9 +601,62 @@ class _Swap:
                 except CdtoolsError as exc:
                     self.warn(f"could not turn off the restart policy of {plan.previous_name}: {exc}")
 
-    def _create(self) -> None:
+    def _start_first(self, staging: startfirst.Staging) -> None:
+        """Start the new container with no network while the old one serves; swap the network only.
+
+        See cdtools.startfirst for why and where.  If it exits or turns unhealthy without its
+        network, it is made again and started the classic way: that is not a failed deploy.
+        """
         plan, engine = self.plan, self.engine
-        body = dict(plan.body)
+        self.step()  # start while NAME serves; wait until ready
+        engine.start(self.new_id)
+        ready = startfirst.wait_ready(engine, self.new_id, staging, self.opts.start_first_wait)
+        if ready.failed:
+            self._unstage(ready.failed)
+            self.step()  # stop
+            self._stop_old()
+            self._start_classic()
+            return
+        self.console.line(f"{plan.temp_name}: {ready.seen}")
+        startfirst.unplug(engine, self.new_id)
+        self.step()  # stop
+        self._stop_old()
+        if not ready.confirmed:
+            # nothing said it got past its start-up: it may have given up without a network meanwhile
+            doc = engine.inspect_container(self.new_id)
+            failed = health.not_running(doc.get("State") or {})
+            if not failed and int(doc.get("RestartCount") or 0) > 0:
+                failed = f"its restart policy restarted it {doc['RestartCount']} time(s)"
+            if failed:
+                self._unstage(failed)
+                self._start_classic()
+                return
+        self.step()  # connect
+        startfirst.connect(engine, self.new_id, staging)
+
+    def _unstage(self, why: str) -> None:
+        """The started-first container failed without its network: replace it by a classic one."""
+        plan = self.plan
+        self.console.line(f"{plan.temp_name}: {why} while it had no network; it may need one to start, so it is "
+                          f"created again and started after {plan.name} has stopped (the classic order)")
+        try:
+            lines = self.engine.logs(self.new_id, tail=min(self.opts.log_lines, 10)).splitlines()
+        except CdtoolsError:
+            lines = []
+        for line in lines:
+            self.console.line("  | " + spec_mod.scrub(line, plan.spec.secret_values()))
+        self.engine.remove_container(self.new_id, force=True)
+        self.new_id = ""
+        self._create()
+
+    def _start_classic(self) -> None:
+        self.skip()  # the planned connect: the new container was created with its networks
+        self.console.step(f"start {self.plan.temp_name}")
+        self.engine.start(self.new_id)
+
+    def _create(self, *, staged: bool = False) -> None:
+        plan, engine = self.plan, self.engine
+        body = startfirst.staged_body(plan.body) if staged else dict(plan.body)
         endpoints = dict(((body.get("NetworkingConfig") or {}).get("EndpointsConfig")) or {})
         extra: List[Tuple[str, Json]] = []
         if len(endpoints) > 1:
@@ -735,13 +847,46 @@ def run(engine: Engine, opts: DeployOptions, settings: Settings, *, console: Con
             plan.pull_reason = "pulled"
         if plan.action == "unchanged":
             console.line(plan.steps[-1])
-            return DeployResult(name=opts.name, action="unchanged", image_id=image_id,
-                                container_id=str((plan.old or {}).get("Id", "")), plan=plan)
-        result = _Swap(engine, plan, opts, console).run()
-    console.line(f"deployed {plan.image} ({_short(image_id)}) as {plan.name} ({_short(result.container_id)})")
-    if opts.prune_keep is not None:
+            result = DeployResult(name=opts.name, action="unchanged", image_id=image_id,
+                                  container_id=str((plan.old or {}).get("Id", "")), plan=plan)
+        else:
+            if plan.start_first_why:
+                console.line(start_first_note(plan))
+            result = _Swap(engine, plan, opts, console).run()
+    if result.action == "deployed":
+        console.line(f"deployed {plan.image} ({_short(image_id)}) as {plan.name} ({_short(result.container_id)})")
+    say_where(engine, result, console)
+    if opts.prune_keep is not None and result.action == "deployed":
         _prune(engine, plan, opts.prune_keep, console)
     return result
+
+
+def published(doc: Mapping[str, Any]) -> List[str]:
+    """The published ports of an inspected container: ``127.0.0.1:18080 -> 8080/tcp``, ``[::]:80 -> 80/tcp``."""
+    out = []
+    for port, bindings in sorted(((doc.get("NetworkSettings") or {}).get("Ports") or {}).items()):
+        for binding in bindings or []:
+            host = str(binding.get("HostIp") or "0.0.0.0")
+            host = f"[{host}]" if ":" in host else host
+            out.append(f"{host}:{binding.get('HostPort')} -> {port}")
+    return out
+
+
+def say_where(engine: Engine, result: DeployResult, console: Console) -> None:
+    """Print where the deployed container answers, from its inspect (a failure to look is a warning)."""
+    try:
+        doc = engine.inspect_container(result.container_id or result.name)
+    except CdtoolsError as exc:
+        console.line(f"warning: could not inspect {result.name} to say where it answers: {exc}")
+        return
+    result.addresses = published(doc)
+    if result.addresses:
+        console.line(f"{result.name} answers on {', '.join(result.addresses)}")
+        return
+    networks = (doc.get("NetworkSettings") or {}).get("Networks") or {}
+    where = ", ".join(f"{net} {ep.get('IPAddress')}" for net, ep in sorted(networks.items())
+                      if (ep or {}).get("IPAddress"))
+    console.line(f"{result.name} publishes no ports" + (f"; on its networks: {where}" if where else ""))
 
 
 def _prune(engine: Engine, plan: Plan, keep: int, console: Console) -> None:
@@ -783,6 +928,12 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prune-keep", type=int, metavar="N", help="afterwards, keep N images of the repository")
     g.add_argument("--log-lines", type=int, default=30, metavar="N",
                    help="log lines of a failed container to print (default 30)")
+    g.add_argument("--no-start-first", dest="start_first", action="store_false",
+                   help="start the new container only after the old one has stopped (by default, on local "
+                        "bridge networks, it starts first with no network and only the network is swapped)")
+    g.add_argument("--start-first-wait", type=float, default=10.0, metavar="S",
+                   help="how long a container started first gets to listen on its published ports before "
+                        "the old one is stopped anyway (default 10)")
     # for the pull; resolved only when a pull happens (_LazyCredentials), the password read once
     cli.add_credential_args(p)
 
@@ -800,7 +951,8 @@ def options_from_args(args: argparse.Namespace) -> DeployOptions:
         name=args.name, image=args.image, spec_args=args, inherit=args.inherit, stop_timeout=args.stop_timeout,
         gate=Gate(timeout=args.health_timeout, settle=args.settle, probe=probe), lock_wait=args.lock_wait,
         break_lock=args.break_lock, force=args.force, pull=args.pull, fast_kill=args.fast_kill,
-        prune_keep=args.prune_keep, log_lines=args.log_lines)
+        prune_keep=args.prune_keep, log_lines=args.log_lines, start_first=args.start_first,
+        start_first_wait=args.start_first_wait)
     opts.check()
     return opts
 
@@ -909,6 +1061,8 @@ CONFIG_KEYS: Dict[str, Any] = {
     "force": (_B, "redeploy even when unchanged"),
     "pull": (_S, "auto, always, missing, never"),
     "prune_keep": (_N, "keep N images of the repository afterwards"),
+    "start_first": (_B, "start the new container before the old one stops, where valid (default true)"),
+    "start_first_wait": (_N, "seconds a container started first gets to listen (default 10)"),
     # cdtools.targets: a swarm service, or several hosts
     "target": (_S, "container (default) or service:NAME, a swarm service through the manager at host"),
     "hosts": (_LIST, "daemons to deploy the container to, one after another (instead of host)"),
@@ -939,7 +1093,8 @@ def config_argv(cfg: Mapping[str, Any], image: str, base: str) -> List[str]:
     flags = {"spec": "--spec", "start_spec": "--start-spec", "network": "--network", "restart": "--restart",
              "health_cmd": "--health-cmd", "health_interval": "--health-interval", "probe": "--probe",
              "pull": "--pull", "stop_timeout": "--stop-timeout", "health_timeout": "--health-timeout",
-             "settle": "--settle", "lock_wait": "--lock-wait", "prune_keep": "--prune-keep"}
+             "settle": "--settle", "lock_wait": "--lock-wait", "prune_keep": "--prune-keep",
+             "start_first_wait": "--start-first-wait"}
     for key, flag in flags.items():
         if cfg.get(key) is not None:
             value = cfg[key]
@@ -960,6 +1115,8 @@ def config_argv(cfg: Mapping[str, Any], image: str, base: str) -> List[str]:
     for key in ("inherit", "force"):
         if cfg.get(key):
             argv.append("--" + key)
+    if cfg.get("start_first") is False:
+        argv.append("--no-start-first")
     argv += _target_argv(cfg)
     if cfg.get("command"):
         argv += ["--"] + list(cfg["command"])

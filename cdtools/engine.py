@@ -390,6 +390,14 @@ class Engine:
             body["EndpointConfig"] = dict(endpoint)
         self._empty("POST", f"/networks/{_q(network)}/connect", json_body=body)
 
+    def disconnect_network(self, network: str, container: str, *, force: bool = False) -> None:
+        """POST /networks/{id}/disconnect."""
+        self._empty("POST", f"/networks/{_q(network)}/disconnect", json_body={"Container": container, "Force": force})
+
+    def inspect_network(self, network: str) -> Json:
+        """GET /networks/{id}: Driver, Scope, Internal …"""
+        return self._object("GET", f"/networks/{_q(network)}")
+
 
 def demux(data: bytes) -> bytes:
     """Join a multiplexed log stream's frames (8-byte headers: stream, 0,0,0, size).

@@ -136,6 +136,11 @@ def _podman_check(engine: Engine, container: str, doc: Dict[str, Any],
     return engine.inspect_container(container)
 
 
+def not_running(state: Mapping[str, Any]) -> Optional[str]:
+    """Why a container with this ``State`` is not running (exited, restarting), or None."""
+    return _not_running(state)
+
+
 def _not_running(state: Mapping[str, Any]) -> Optional[str]:
     if state.get("Restarting"):
         return f"it is restarting (last exit code {state.get('ExitCode')})"
