@@ -150,6 +150,23 @@ def task_containers(api: EngineAPI, name: str) -> List[dict]:
     return api.expect("GET", f"/containers/json?filters={filters}").json() or []
 
 
+def serving_tasks(api: EngineAPI, name: str) -> List[Tuple[str, str]]:
+    """(task state, container IP) of service ``name``'s tasks that the swarm wants running.
+
+    A task told to shut down is out of the service (the routing mesh stops sending it
+    requests) even while its container is still stopping; it does not count here either.
+    """
+    filters = urllib.parse.quote(json.dumps({"service": [name], "desired-state": ["running"]}))
+    tasks = api.expect("GET", f"/tasks?filters={filters}").json() or []
+    ips = {c["Id"]: container_ip(c) for c in task_containers(api, name)}
+    out = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        cid = (status.get("ContainerStatus") or {}).get("ContainerID") or ""
+        out.append((str(status.get("State")), ips.get(cid, "")))
+    return out
+
+
 def container_ip(container: dict) -> str:
     for network in ((container.get("NetworkSettings") or {}).get("Networks") or {}).values():
         if network.get("IPAddress"):

@@ -2,9 +2,10 @@
 
 The ingress routing mesh does not answer on this machine, and with host-mode
 publishing only one task of a node can hold a port; so "keeps answering" is
-measured on the tasks themselves: every 50 ms the test lists the service's
-running task containers and asks each one for its page at its own bridge
-address, as a load balancer in front of them would.
+measured on the tasks themselves: every 50 ms the test lists the tasks the
+swarm wants running and asks each running one for its page at its own bridge
+address, as a load balancer in front of them would (a task told to shut down
+is out of the rotation even while its container stops).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import pytest
 
 from cdtools import deploy
 from deploy_fixtures import free_port, get
-from service_fixtures import (BROKEN_CMD, Pushed, container_ip, pushed, registry_env, remove_service,  # noqa: F401
-                              swarm, task_containers)
+from service_fixtures import (BROKEN_CMD, Pushed, pushed, registry_env, remove_service, serving_tasks,  # noqa: F401
+                              swarm)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,14 +41,12 @@ def image_of(api: Any, name: str) -> str:
 
 
 def pages(api: Any, name: str) -> List[str]:
-    found = []
-    for container in task_containers(api, name):
-        found.append(get(f"http://{container_ip(container)}:8080/", timeout=5) or "<no answer>")
-    return sorted(found)
+    """The page each task the swarm wants running answers, at its own address."""
+    return sorted(get(f"http://{ip}:8080/", timeout=5) or "<no answer>" for _, ip in serving_tasks(api, name))
 
 
 class Poller(threading.Thread):
-    """Samples (running task containers, pages they answered) every 50 ms until stopped."""
+    """Samples (tasks running and wanted, pages they answered) every 50 ms until stopped."""
 
     def __init__(self, api: Any, name: str) -> None:
         super().__init__(daemon=True)
@@ -59,10 +58,10 @@ class Poller(threading.Thread):
     def run(self) -> None:
         try:
             while not self.done.is_set():
-                containers = task_containers(self.api, self.name)
-                answered = [page for page in (get(f"http://{container_ip(c)}:8080/", timeout=0) for c in containers)
+                running = [ip for state, ip in serving_tasks(self.api, self.name) if state == "running" and ip]
+                answered = [page for page in (get(f"http://{ip}:8080/", timeout=0) for ip in running)
                             if page is not None]
-                self.samples.append((len(containers), answered))
+                self.samples.append((len(running), answered))
                 time.sleep(0.05)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -106,7 +105,7 @@ def test_three_replicas_move_to_the_new_digest_start_first_and_keep_answering(ca
 
     samples = poller.samples
     assert len(samples) > 20, samples
-    # start-first: a new task runs before an old one stops, so never fewer than the replicas
+    # start-first: a new task runs before an old one is told to stop, so never fewer than the replicas
     assert min(n for n, _ in samples) >= 3, samples
     # and at every moment some task answered; the pages moved from 1 to 2
     assert all(answered for _, answered in samples), [s for s in samples if not s[1]]
