@@ -366,3 +366,73 @@ def test_deploy_pulls_from_the_registry_with_credentials_and_a_refused_pull_chan
     assert f"pull of {repo}:1" in err and "nothing was changed" in err
     assert registry.password not in out + err
     assert get(url) == "page 1"
+
+
+class CountingStdin:
+    """Standard input that counts how often it is read (the password must be read once, if at all)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.reads = 0
+
+    def read(self, *_: Any) -> str:
+        self.reads += 1
+        return self.text if self.reads == 1 else ""
+
+
+def test_password_stdin_is_read_once_for_the_pull_and_never_shown(
+        capsys, images: Images, unique: str, registry, engine_api, monkeypatch) -> None:
+    import urllib.parse
+
+    repo = f"{registry.host}/{unique}/app"
+    local = images.httpd("1")
+    engine_api.expect("POST", f"/images/{local}/tag?repo={urllib.parse.quote(repo, safe='')}&tag=1", (201,))
+    from cdtools import push  # the same credential flags: push it with them too
+
+    stdin = CountingStdin(registry.password + "\n")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert push.main([f"{repo}:1", "--username", registry.user, "--password-stdin"]) == 0
+    engine_api.expect("DELETE", f"/images/{urllib.parse.quote(repo + ':1', safe='')}", (200,))
+    capsys.readouterr()
+
+    port = free_port()
+    stdin = CountingStdin(registry.password + "\n")
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, err = run_deploy(capsys, "--name", unique, "--image", f"{repo}:1", "-p", f"127.0.0.1:{port}:8080",
+                                "--probe", f"http://127.0.0.1:{port}/", "-u", registry.user, "--password-stdin")
+    assert code == 0, err
+    assert f"==> pull {repo}:1 (not on the daemon yet)" in out and "--password-stdin" in out
+    assert stdin.reads == 1
+    assert registry.password not in out + err
+    assert get(f"http://127.0.0.1:{port}/") == "page 1"
+
+
+def test_a_local_image_needs_no_password_and_stdin_is_left_alone(capsys, images: Images, unique: str,
+                                                                 monkeypatch) -> None:
+    port = free_port()
+    stdin = CountingStdin("not-needed\n")
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, err = run_deploy(capsys, "--name", unique, "--image", images.httpd("1"), "-p", f"127.0.0.1:{port}:8080",
+                                "--probe", f"http://127.0.0.1:{port}/", "--username", "ci", "--password-stdin")
+    assert code == 0, err
+    assert stdin.reads == 0
+    assert get(f"http://127.0.0.1:{port}/") == "page 1"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--password", "hunter2-on-argv"], "a password on the command line is visible to every user"),
+    (["--password=hunter2-on-argv"], "a password on the command line is visible to every user"),
+    (["-u", "1000"], "--username/-u is the registry user and needs --password-stdin or --password-file"),
+    (["--username", "ci", "--password-env", "X"], "--username/-u is the registry user"),
+])
+def test_credential_flag_mistakes_end_before_anything_runs(capsys, monkeypatch, argv: List[str], says: str) -> None:
+    # no daemon at this address: refused before any connection
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    try:
+        code = deploy.main(["--name", "web", "--image", "app:1", *argv])
+    except SystemExit as exc:  # refused by the parser itself
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert says in err
+    assert "hunter2-on-argv" not in out + err
