@@ -554,6 +554,43 @@ def test_secret_env_of_a_failing_container_is_scrubbed_from_its_logs(bed: Bed, a
     assert proc.returncode == 2 and "empty name" in proc.stderr
 
 
+@pytest.mark.e2e
+def test_secret_env_from_argv_spec_files_and_config_is_redacted(bed: Bed, app_image: str, unique: str,
+                                                                registry: Registry) -> None:
+    env = bed.ambient([])
+    name = f"{unique}-files"
+    # -e DB_PASSWORD=VALUE written out on the command line (argv is the user's choice here)
+    planned = bed.run("plan", "--name", name, "--image", app_image, "-e", f"DB_PASSWORD={CANARY}", env=env,
+                      argv_secret=True)
+    assert "DB_PASSWORD=<redacted>" in planned.stdout
+    # a --spec file's Env, as people write it for the Engine API
+    spec = bed.tmp / "create.json"
+    spec.write_text(json.dumps({"Image": "ignored", "Env": [f"DB_PASSWORD={CANARY}", f"SESSION_KEY={CANARY}"],
+                                "HostConfig": {"RestartPolicy": {"Name": "always"}}}))
+    planned = bed.run("deploy", "--dry-run", "--name", name, "--image", app_image, "--spec", str(spec), env=env)
+    assert "SESSION_KEY=<redacted>" in planned.stdout
+    # broken files that hold the secret: refused, never quoted
+    spec.write_text('{"Env": ["DB_PASSWORD=%s", ' % CANARY)
+    bed.run("deploy", "--name", name, "--image", app_image, "--spec", str(spec), env=env, expect=2)
+    bad_env = bed.tmp / "bad.env"
+    bad_env.write_text(f"GOOD=1\nnot a key {CANARY}\n")
+    bed.run("deploy", "--name", name, "--image", app_image, "--env-file", str(bad_env), env=env, expect=2)
+    bed.run("container", "create", name, "--image", app_image, "--env-file", str(bad_env), env=env, expect=2)
+    # the release config: a literal secret in deploy.env, push credentials named by push.*_env
+    config = bed.tmp / "literal.json"
+    (bed.tmp / "ctx").mkdir(exist_ok=True)
+    (bed.tmp / "ctx" / "Dockerfile").write_text("FROM busybox\n")
+    config.write_text(json.dumps({
+        "image": f"{registry.host}/{unique}/lit", "build": {"context": "ctx"},
+        "push": {"username_env": "LIT_USER", "password_env": "LIT_PASSWORD"},
+        "deploy": {"name": name, "env": {"DB_PASSWORD": CANARY}}}))
+    env.update(LIT_USER=registry.user, LIT_PASSWORD=CANARY)
+    report = bed.tmp / "lit.json"
+    dry = bed.run("release", "--config", str(config), "--dry-run", "--report", str(report), env=env, files=[report])
+    assert "environment LIT_PASSWORD" in dry.stdout and "DB_PASSWORD=<redacted>" in dry.stdout
+    bed.run("release", "--config", str(config), "--report", str(report), env=env, files=[report], expect=5)
+
+
 # -- the other steps, with the canary all around them --------------------------------------------
 
 
