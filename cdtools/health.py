@@ -136,6 +136,11 @@ def _podman_check(engine: Engine, container: str, doc: Dict[str, Any],
     return engine.inspect_container(container)
 
 
+def check_interval(container: Mapping[str, Any]) -> float:
+    """Seconds between a container's HEALTHCHECKs (docker's 30 when it sets none)."""
+    return _check_interval(container)
+
+
 def not_running(state: Mapping[str, Any]) -> Optional[str]:
     """Why a container with this ``State`` is not running (exited, restarting), or None."""
     return _not_running(state)

@@ -37,7 +37,9 @@ Where it is valid (else the classic order: stop, then start): a Docker daemon (n
 Podman, whose networks work differently), a running container to replace, local
 ``bridge``-driver networks only (the default bridge or user-defined ones; not host,
 none, container:…, overlay or macvlan), no legacy ``--link`` (set up only when a
-container starts) and no fixed MacAddress.
+container starts), no fixed MacAddress, and nothing writable the old container has
+too (a named volume, a bind mount, --volumes-from, a device): two programs must not
+run on the same data at once.  Read-only mounts, tmpfs and anonymous volumes are fine.
 
 What a program sees: it starts with loopback only, and gets its networks once the
 old container has stopped.  A program that exits (or turns unhealthy) without its
@@ -98,6 +100,29 @@ def published_tcp_ports(body: Mapping[str, Any]) -> List[int]:
     return sorted(ports)
 
 
+def shared_writable(body: Mapping[str, Any]) -> str:
+    """A writable volume, bind mount or device the new container would share with the old one ("" if none).
+
+    Two programs must not run on the same data at once (a database, SQLite, any lock-free
+    file store): such a container is started only after the old one has stopped.  Anonymous
+    volumes and tmpfs are the container's own; read-only mounts can't be harmed.
+    """
+    host = body.get("HostConfig") or {}
+    for bind in host.get("Binds") or []:
+        parts = str(bind).split(":")  # SOURCE:DEST[:OPTIONS]
+        if "ro" not in (parts[2].split(",") if len(parts) > 2 else []):
+            return f"-v {bind}"
+    for mount in host.get("Mounts") or []:
+        if mount.get("Type", "volume") in ("volume", "bind") and not mount.get("ReadOnly"):
+            return f"--mount target={mount.get('Target')}"
+    for source in host.get("VolumesFrom") or []:
+        if not str(source).endswith(":ro"):
+            return f"--volumes-from {source}"
+    for device in host.get("Devices") or []:
+        return f"--device {device.get('PathOnHost')}"
+    return ""
+
+
 def plan(engine: Engine, body: Mapping[str, Any]) -> Tuple[Optional[Staging], str]:
     """(staging, "") when a container made from ``body`` can start first, else (None, why not).
 
@@ -116,6 +141,9 @@ def plan(engine: Engine, body: Mapping[str, Any]) -> Tuple[Optional[Staging], st
         return None, "it shares another container's network"
     if (body.get("HostConfig") or {}).get("Links"):
         return None, "legacy --link is set up only when a container starts"
+    shared = shared_writable(body)
+    if shared:
+        return None, f"{shared} is writable and the old container has it too: two programs must not run on it at once"
     networks = networks_of(body)
     if body.get("MacAddress") or any(ep.get("MacAddress") for _, ep in networks):
         return None, "a fixed MacAddress"
@@ -215,9 +243,10 @@ def wait_ready(engine: Engine, container: str, staging: Staging, wait: float, *,
         ports = listening(pid) if pid else None
         if ports is not None and want <= ports:
             return Readiness(seen=f"listening on {_ports(want)} after {elapsed:.1f} s", confirmed=True)
-        if ports is None and not checked:
+        # a first check that can't come within the wait tells nothing (docker's default interval is 30 s)
+        if ports is None and not (checked and health.check_interval(doc) <= wait):
             return Readiness(seen="nothing here tells when it is ready (its sockets can't be read from this "
-                                  "machine and it has no HEALTHCHECK): going on at once")
+                                  "machine and no HEALTHCHECK runs within the wait): going on at once")
         if elapsed >= wait:
             missing = f"not listening on {_ports(want - ports)}" if ports is not None else f"HEALTHCHECK {status}"
             return Readiness(seen=f"{missing} after {wait:g} s without its network: going on, it may need it")

@@ -183,6 +183,27 @@ def test_a_staged_container_left_by_a_killed_deploy_is_cleared(capsys, images: I
 
 
 @e2e
+def test_a_writable_volume_is_never_used_by_two_programs_at_once(capsys, images: Images, unique: str,
+                                                                 engine_api) -> None:
+    port = free_port()
+    volume = f"{unique}-data"
+    common = ["--name", unique, "-p", f"127.0.0.1:{port}:8080", "--probe", f"http://127.0.0.1:{port}/",
+              "-v", f"{volume}:/data"]
+    try:
+        assert run_deploy(capsys, *common, "--image", images.httpd("1"))[0] == 0
+        code, out, err = run_deploy(capsys, *common, "--image", images.httpd("2"))
+        assert code == 0, err
+        assert f"start first: no (-v {volume}:/data is writable and the old container has it too" in out
+        new, old = inspect(engine_api, unique), inspect(engine_api, f"{unique}-previous")
+        assert when(old["State"]["FinishedAt"]) < when(new["State"]["StartedAt"])
+        assert get(f"http://127.0.0.1:{port}/") == "page 2"
+    finally:
+        for name in (unique, f"{unique}-previous"):
+            engine_api.request("DELETE", f"/containers/{name}?force=1")
+        engine_api.request("DELETE", f"/volumes/{volume}")
+
+
+@e2e
 def test_plan_says_when_and_why_the_classic_order_is_used(capsys, images: Images, unique: str) -> None:
     port = free_port()
     common = ["--name", unique, "-p", f"127.0.0.1:{port}:8080", "--probe", f"http://127.0.0.1:{port}/"]
@@ -210,6 +231,15 @@ def test_plan_says_when_and_why_the_classic_order_is_used(capsys, images: Images
     ({"HostConfig": {"Links": ["db:db"]}}, "legacy --link"),
     ({"MacAddress": "02:42:ac:11:00:99"}, "a fixed MacAddress"),
     ({"HostConfig": {"NetworkMode": "cdt-no-such-net"}}, "network cdt-no-such-net does not exist"),
+    ({"HostConfig": {"Binds": ["data:/data"]}}, "-v data:/data is writable"),
+    ({"HostConfig": {"Binds": ["/srv/app:/data:z,rw"]}}, "-v /srv/app:/data:z,rw is writable"),
+    ({"HostConfig": {"Mounts": [{"Type": "volume", "Source": "d", "Target": "/d"}]}}, "--mount target=/d"),
+    ({"HostConfig": {"VolumesFrom": ["db"]}}, "--volumes-from db"),
+    ({"HostConfig": {"Devices": [{"PathOnHost": "/dev/ttyS0", "PathInContainer": "/dev/ttyS0"}]}},
+     "--device /dev/ttyS0"),
+    ({"HostConfig": {"Binds": ["/srv/site:/www:ro"], "VolumesFrom": ["assets:ro"], "Mounts": [
+        {"Type": "tmpfs", "Target": "/tmp"}, {"Type": "bind", "Source": "/etc/ssl", "Target": "/ssl", "ReadOnly": True}]},
+      "Volumes": {"/cache": {}}}, ""),
     ({}, ""),
     ({"HostConfig": {"NetworkMode": "bridge"}}, ""),
 ])
