@@ -17,7 +17,9 @@ Podman differences met here, and what the tests pin down:
 * errors are ``{"cause","message","response"}``, some failures an error status
   with a progress stream as the body;
 * ``POST /containers/{id}/update`` does not exist (404) before Podman 5: the
-  restart policy of NAME-previous stays as it was, with a warning.
+  restart policy of NAME-previous stays as it was, with a warning;
+* ``X-Registry-Auth`` is decoded as base64url, as Docker does (a registry of the
+  session's own has a password whose header holds ``-`` and ``_``).
 
 The fakes at the end cover what the real service here can't be made to show on
 demand: a daemon whose systemd timers do run checks, a 500 with a stream body.
@@ -40,9 +42,10 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import fakes
-from cdtools import engine as engine_mod, push, settings as settings_mod
+from cdtools import auth, engine as engine_mod, push, settings as settings_mod
 from cdtools.health import Gate, wait
 from conftest import EngineAPI, Registry
+from registry_fixtures import PrivateRegistry, free_host, missing_tools, private_registry
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "podman-service"
@@ -54,6 +57,8 @@ IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 class Podman:
     dir: Path
     socket_path: str
+    #: a registry of its own whose password makes X-Registry-Auth hold "-" and "_"
+    url_safe_registry: PrivateRegistry
 
     @property
     def host(self) -> str:
@@ -69,25 +74,40 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"Podman service unavailable: {reason}")
 
 
+def url_safe_password(user: str, host: str) -> str:
+    """A password whose X-Registry-Auth (base64url) holds "-" and "_": standard base64 would have "+" "/"."""
+    for i in range(1000):
+        candidate = f"p>?{i}~>>??w"
+        header = auth.Credentials(registry=host, source="test", username=user, password=candidate).header()
+        if "-" in header and "_" in header:
+            return candidate
+    raise AssertionError("no candidate password gives a header with - and _")
+
+
 @pytest.fixture(scope="session")
-def podman(engine_available: Any) -> Iterator[Podman]:
+def podman(engine_available: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     """The Podman service, started once per session (after the stack: it pushes to its registry)."""
     if os.geteuid() != 0:
         _unavailable("needs root (a rootful Podman service)")
     if shutil.which("podman") is None:
         _unavailable("no podman (apt-get install podman)")
-    # short: the socket lives in it, and unix socket paths are limited to 107 bytes
-    d = Path(tempfile.mkdtemp(prefix="cdtpm-", dir="/tmp"))
-    d.rmdir()
-    started = subprocess.run([sys.executable, str(SCRIPT), "start", str(d)], capture_output=True, text=True,
-                             timeout=300)
-    try:
-        if started.returncode != 0:
-            _unavailable(f"scripts/podman-service start exited {started.returncode}: {started.stderr.strip()}")
-        env = dict(line[len("export "):].split("=", 1) for line in started.stdout.splitlines())
-        yield Podman(dir=d, socket_path=env["DOCKER_HOST"][len("unix://"):])
-    finally:
-        subprocess.run([sys.executable, str(SCRIPT), "stop", str(d)], timeout=180)
+    if missing_tools():
+        _unavailable(missing_tools())
+    host = free_host()
+    password = url_safe_password("pod", host)
+    with private_registry(tmp_path_factory.mktemp("podman-registry"), "pod", password, host) as reg:
+        # short: the socket lives in it, and unix socket paths are limited to 107 bytes
+        d = Path(tempfile.mkdtemp(prefix="cdtpm-", dir="/tmp"))
+        d.rmdir()
+        started = subprocess.run([sys.executable, str(SCRIPT), "start", str(d), "--insecure-registry", reg.host],
+                                 capture_output=True, text=True, timeout=300)
+        try:
+            if started.returncode != 0:
+                _unavailable(f"scripts/podman-service start exited {started.returncode}: {started.stderr.strip()}")
+            env = dict(line[len("export "):].split("=", 1) for line in started.stdout.splitlines())
+            yield Podman(dir=d, socket_path=env["DOCKER_HOST"][len("unix://"):], url_safe_registry=reg)
+        finally:
+            subprocess.run([sys.executable, str(SCRIPT), "stop", str(d)], timeout=180)
 
 
 def cdtools(step: str, *args: str, env: Dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
@@ -225,6 +245,23 @@ def test_failures_on_podman_are_one_line_with_its_reason(podman: Podman, registr
     tagged = cdtools("tag", f"{unique}-absent:1", f"{unique}-x:1", env=env)
     assert tagged.returncode == 1
     assert tagged.stderr.count("\n") == 1 and "image not known" in tagged.stderr and '"cause"' not in tagged.stderr
+
+
+@pytest.mark.e2e
+def test_podman_decodes_x_registry_auth_as_base64url_like_docker(podman: Podman, unique: str) -> None:
+    reg = podman.url_safe_registry
+    header = auth.Credentials(registry=reg.host, source="test", username=reg.user, password=reg.password).header()
+    assert "-" in header and "_" in header  # a standard-base64 decoder would choke on these
+    image = f"{reg.host}/{unique}/bb:1"
+    env = user_env(podman)
+    assert cdtools("tag", "busybox:latest", image, env=env).returncode == 0
+    pushed = cdtools("push", image, "--username", reg.user, "--password-stdin", env=env, stdin=reg.password)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "1" in reg.tags(f"{unique}/bb")
+    # and a pull with it, which deploy does before it creates anything
+    pulled = podman.api().request("POST", f"/images/create?fromImage={reg.host}/{unique}/bb&tag=1",
+                                  headers={"X-Registry-Auth": header})
+    assert pulled.status == 200 and b"error" not in pulled.body, pulled.body[-300:]
 
 
 # -- fakes: what the real service can't be made to do -------------------------------------------

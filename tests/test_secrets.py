@@ -33,14 +33,11 @@ import base64
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 import traceback
 import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -53,6 +50,7 @@ from cdtools.console import Console
 from cdtools.errors import CdtoolsError, DeployError, PushError
 from conftest import DOCKER_SOCK, Engine, EngineAPI, Registry, _remove_prefixed
 from deploy_fixtures import build_image, get
+from registry_fixtures import PrivateRegistry, missing_tools, private_registry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(__file__).resolve().parent / "bin"
@@ -142,81 +140,16 @@ def exception_text(exc: BaseException) -> str:
 # -- the registries -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CanaryRegistry:
-    host: str
-    user: str
-    password: str = field(repr=False)
-
-    def tags(self, repository: str) -> List[str]:
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        req = urllib.request.Request(f"http://{self.host}/v2/{repository}/tags/list",
-                                     headers={"Authorization": f"Basic {token}"})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(req, timeout=10) as resp:
-            return list(json.loads(resp.read()).get("tags") or [])
-
-
-def _registry_status(host: str) -> int:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{host}/v2/", timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
-
-
 @pytest.fixture(scope="module")
-def canary_registry(engine_available: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRegistry]:
+def canary_registry(engine_available: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRegistry]:
     """A registry of this module's own whose user's password is the canary."""
-    binary = shutil.which("docker-registry")
-    htpasswd = shutil.which("htpasswd")
-    if binary is None or htpasswd is None:
-        reason = "docker-registry and htpasswd are needed (scripts/local-stack up installs them)"
+    reason = missing_tools()
+    if reason:
         if IN_CI:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    d = tmp_path_factory.mktemp("canary-registry")
-    # the password on stdin (-i), never in argv; bcrypt (-B), the only hash distribution takes
-    hashed = subprocess.run([htpasswd, "-niB", CANARY_USER], input=CANARY + "\n", capture_output=True,
-                            text=True, check=True, timeout=60).stdout
-    (d / "htpasswd").write_text("".join(line + "\n" for line in hashed.splitlines() if line))
-    host = f"127.0.0.1:{fakes.free_port()}"
-    (d / "config.yml").write_text(f"""version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: {d}/data
-  delete:
-    enabled: true
-http:
-  addr: {host}
-auth:
-  htpasswd:
-    realm: cdtools-canary-registry
-    path: {d}/htpasswd
-""")
-    with open(d / "registry.log", "wb") as log:
-        proc = subprocess.Popen([binary, "serve", str(d / "config.yml")], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while _registry_status(host) != 401:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the canary registry did not start: {(d / 'registry.log').read_text()[-500:]}",
-                            pytrace=False)
-            time.sleep(0.1)
-        yield CanaryRegistry(host, CANARY_USER, CANARY)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with private_registry(tmp_path_factory.mktemp("canary-registry"), CANARY_USER, CANARY) as reg:
+        yield reg
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +250,7 @@ class Bed:
 
 
 @pytest.fixture
-def bed(tmp_path: Path, engine_available: Engine, canary_registry: CanaryRegistry, registry: Registry) -> Bed:
+def bed(tmp_path: Path, engine_available: Engine, canary_registry: PrivateRegistry, registry: Registry) -> Bed:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "CDTOOLS_", "CDTEST_"))}
     env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), CI="true",
                DOCKER_HOST=engine_available.docker_host)
@@ -407,7 +340,7 @@ def test_password_on_argv_refused_as_a_user_runs_it(bed: Bed) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("source", SOURCES)
-def test_push_with_every_source(bed: Bed, source: str, canary_registry: CanaryRegistry, registry: Registry,
+def test_push_with_every_source(bed: Bed, source: str, canary_registry: PrivateRegistry, registry: Registry,
                                 app_image: str, unique: str) -> None:
     i = SOURCES.index(source)
     good = f"{canary_registry.host}/{unique}/app:{source}"
@@ -435,7 +368,7 @@ def test_push_with_every_source(bed: Bed, source: str, canary_registry: CanaryRe
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("source", SOURCES)
-def test_release_with_every_source(bed: Bed, source: str, canary_registry: CanaryRegistry, registry: Registry,
+def test_release_with_every_source(bed: Bed, source: str, canary_registry: PrivateRegistry, registry: Registry,
                                    unique: str, engine_api: EngineAPI) -> None:
     i = SOURCES.index(source)
     report, junit = bed.tmp / "report.json", bed.tmp / "report.xml"
@@ -480,7 +413,7 @@ def test_release_with_every_source(bed: Bed, source: str, canary_registry: Canar
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("source", SOURCES)
-def test_deploy_and_plan_with_every_source(bed: Bed, source: str, canary_registry: CanaryRegistry,
+def test_deploy_and_plan_with_every_source(bed: Bed, source: str, canary_registry: PrivateRegistry,
                                            registry: Registry, app_image: str, unique: str) -> None:
     i = SOURCES.index(source)
     name = f"{unique}-web"
@@ -595,7 +528,7 @@ def test_secret_env_from_argv_spec_files_and_config_is_redacted(bed: Bed, app_im
 
 
 @pytest.mark.e2e
-def test_every_other_step_with_the_canary_in_its_environment(bed: Bed, canary_registry: CanaryRegistry,
+def test_every_other_step_with_the_canary_in_its_environment(bed: Bed, canary_registry: PrivateRegistry,
                                                              registry: Registry, app_image: str,
                                                              unique: str) -> None:
     env = bed.ambient([canary_registry.host, registry.host])
@@ -641,7 +574,7 @@ def test_every_other_step_with_the_canary_in_its_environment(bed: Bed, canary_re
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("step", steps.names())
-def test_help_of_every_step(bed: Bed, step: str, canary_registry: CanaryRegistry, registry: Registry) -> None:
+def test_help_of_every_step(bed: Bed, step: str, canary_registry: PrivateRegistry, registry: Registry) -> None:
     env = bed.ambient([canary_registry.host, registry.host])
     env.update(DEPLOY_REG_SECRET=CANARY)
     bed.run(step, "-h", env=env)
@@ -657,7 +590,7 @@ def _connect() -> engine_mod.Engine:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("source", ["stdin", "env", "helper"])
-def test_push_main_in_process(source: str, bed: Bed, canary_registry: CanaryRegistry, registry: Registry,
+def test_push_main_in_process(source: str, bed: Bed, canary_registry: PrivateRegistry, registry: Registry,
                               app_image: str, unique: str, monkeypatch, capsys) -> None:
     flags, env, stdin = bed.with_source(source, canary_registry.host, canary_registry.user)
     for key in ("CDTOOLS_REGISTRY_USERNAME", "CDTOOLS_REGISTRY_PASSWORD", "DOCKER_CONFIG", "CDTEST_CREDENTIALS_FILE",
