@@ -45,11 +45,17 @@ def chosen(args: argparse.Namespace) -> bool:
                 raise UsageError(f"--{dest.replace('_', '-')} is for --target service:NAME")
     if args.max_parallel != 1 and not args.hosts:
         raise UsageError("--max-parallel is for --hosts")
+    if name is not None:
+        # a service's health gate is the swarm's own: HEALTHCHECK, --monitor, --failure-action
+        for flag, given in (("--probe", args.probe), ("--prune-keep", args.prune_keep is not None)):
+            if given:
+                raise UsageError(f"{flag} is for containers: a swarm service is checked by its HEALTHCHECK and "
+                                 f"--monitor, and its images are the nodes' own")
     if name is not None and args.hosts:
         raise UsageError("--hosts is for containers: a swarm service is deployed through one manager "
                          "(-H/--deploy-host), which spreads its tasks over the nodes")
-    if args.hosts and args.deploy_host:
-        raise UsageError("--hosts and --deploy-host both say where to deploy: give one")
+    if args.hosts and (args.deploy_host or args.host):
+        raise UsageError("--hosts and -H/--deploy-host both say where to deploy: give one")
     return name is not None or bool(args.hosts)
 
 

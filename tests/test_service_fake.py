@@ -292,6 +292,8 @@ def test_not_a_manager_says_what_to_do() -> None:
     (["--target", "service:web", "--image", "a:1", "--hosts", "h1,h2"], "--hosts is for containers"),
     (["--target", "service:web", "--name", "api", "--image", "a:1"], "name different services"),
     (["--image", "a:1"], "--name is required"),
+    (["--target", "service:web", "--image", "a:1", "--probe", "http://127.0.0.1:80/"], "--probe is for containers"),
+    (["--name", "web", "--image", "a:1", "--hosts", "tcp://a:2375", "-H", "tcp://b:2375"], "give one"),
 ])
 def test_flags_that_do_not_go_together(argv: List[str], message: str, capsys) -> None:
     assert deploy.main(argv) == 2
