@@ -8,7 +8,9 @@
 * ``swarm`` (module): the local engine as a single-node swarm manager.  When it is
   not one, ``POST /swarm/init`` (listening and advertising on 127.0.0.1 only) and,
   at the end, ``POST /swarm/leave?force=1`` and the ``docker_gwbridge`` network the
-  swarm made; a swarm that was there before is left alone.
+  swarm made; a swarm that was there before is left alone.  Test sessions take
+  turns (an flock in the stack's state dir), so one never leaves the swarm under
+  another's services.
 * ``netns_hosts`` (module): two extra dockerd in network namespaces of their own
   (``scripts/netns-daemon``), each with the stack's registry on its loopback;
   stopped by pid and removed at the end.
@@ -16,6 +18,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -23,6 +26,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -109,8 +113,34 @@ def _has_network(api: EngineAPI, name: str) -> bool:
     return api.request("GET", f"/networks/{name}").status == 200
 
 
+@contextmanager
+def _swarm_turn() -> Iterator[None]:
+    """One test session at a time uses the shared engine's swarm: another's `swarm leave` would pull it
+    from under this one's services.  An flock in the stack's state dir, held for the module."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / "swarm-tests.lock", "w") as fh:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail("another test session held the swarm tests' lock for 10 minutes", pytrace=False)
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def swarm(engine_available: object) -> Iterator[EngineAPI]:
+    with _swarm_turn():
+        yield from _swarm()
+
+
+def _swarm() -> Iterator[EngineAPI]:
     api = EngineAPI(DOCKER_SOCK)
     state, manager = swarm_state(api)
     if state == "active":
