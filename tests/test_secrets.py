@@ -427,6 +427,12 @@ def test_deploy_and_plan_with_every_source(bed: Bed, source: str, canary_registr
     refused = bed.run("deploy", *mode(i), *spec, "--image", f"{registry.host}/{unique}/absent:1", *flags,
                       "-e", "DB_PASSWORD", env=env, stdin=stdin, expect=7)
     assert "unauthorized" in refused.stderr and refused.stderr.count("\n") == 1
+    # the other deploy targets, refused the same way: one container on several hosts (the digest is
+    # asked for with the credentials first), a swarm service (the engine here may be in no swarm)
+    bed.run("deploy", *mode(i + 2), *spec, "--image", f"{registry.host}/{unique}/absent:1", *flags,
+            "--hosts", bed.engine.docker_host, env=env, stdin=stdin, expect=7)
+    bed.run("deploy", *mode(i), "--name", name, "--image", f"{registry.host}/{unique}/absent:1", *flags,
+            "-e", "DB_PASSWORD", "--target", f"service:{name}", env=env, stdin=stdin, expect=None)
 
     # plan (= deploy --dry-run) takes the same flags and shows the secrets redacted
     planned = bed.run("plan", *mode(i), *spec, "--image", app_image, *flags, "-e", "DB_PASSWORD",
