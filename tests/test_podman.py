@@ -18,6 +18,8 @@ Podman differences met here, and what the tests pin down:
   with a progress stream as the body;
 * ``POST /containers/{id}/update`` does not exist (404) before Podman 5: the
   restart policy of NAME-previous stays as it was, with a warning;
+* no swarm: ``/info`` says ``inactive`` (the swarm endpoints answer a plain-text
+  404), so ``deploy --target service:NAME`` is refused in one line;
 * ``X-Registry-Auth`` is decoded as base64url, as Docker does (a registry of the
   session's own has a password whose header holds ``-`` and ``_``).
 
@@ -245,6 +247,11 @@ def test_failures_on_podman_are_one_line_with_its_reason(podman: Podman, registr
     tagged = cdtools("tag", f"{unique}-absent:1", f"{unique}-x:1", env=env)
     assert tagged.returncode == 1
     assert tagged.stderr.count("\n") == 1 and "image not known" in tagged.stderr and '"cause"' not in tagged.stderr
+
+    # no swarm in Podman: a service deploy is refused before anything is asked of a registry
+    service = cdtools("deploy", "--name", f"{unique}-svc", "--image", "busybox:latest",
+                      "--target", f"service:{unique}-svc", env=env)
+    assert service.returncode == 2 and service.stderr.count("\n") == 1 and "not in a swarm" in service.stderr
 
 
 @pytest.mark.e2e
