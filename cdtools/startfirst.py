@@ -8,8 +8,13 @@ SYN to the container's address over a link with no carrier: the SYN is lost and 
 retries after its 1 s initial timeout.  Seen with ``ss`` during a start: docker-proxy
 in SYN-SENT to 172.17.0.3:8080 for 1.0 s, while ``curl`` waited 1.009 s for a page
 the program was serving after ~0.2 s.  That hang, not the stop or the start, made
-most of a redeploy's outage (bench/deploy_bench.py: a client polling every 10 ms saw
-0.65-0.84 s with a 0.5 s client timeout in most naive rounds, 0.14-0.26 s in the others).
+most of a redeploy's outage.
+
+Measured (``python bench/deploy_bench.py --rounds 5``, Docker 20.10, a client polling
+every 10 ms): the longest outage was 0.68-0.75 s for the naive stop/rm/create/start and
+for the classic order (--no-start-first), a request hung in every round, with a 0.5 s
+client timeout; 1.18-1.23 s when the client waits 2 s.  Started first: 0.19-0.26 s,
+no hung request, with either timeout (0.27-0.37 of the naive's).
 
 Not the cause: the MAC address.  On a bridge network docker derives it from the IP
 (172.17.0.3 -> 02:42:ac:11:00:03), so when the new container gets the old one's
