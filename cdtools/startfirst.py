@@ -146,6 +146,10 @@ def plan(engine: Engine, body: Mapping[str, Any]) -> Tuple[Optional[Staging], st
         return None, "it shares another container's network"
     if (body.get("HostConfig") or {}).get("Links"):
         return None, "legacy --link is set up only when a container starts"
+    if not published_tcp_ports(body) and not any(ep.get("Aliases") for _, ep in networks_of(body)):
+        # Start first exists to keep something answering (a published port, a network alias);
+        # with neither, a worker (a queue consumer, a cron-like job) must not run twice.
+        return None, "nothing reaches it (no published port, no network alias): two copies must not run at once"
     shared = shared_writable(body)
     if shared:
         return None, f"{shared} is writable and the old container has it too: two programs must not run on it at once"

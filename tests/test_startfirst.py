@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import signal
-from typing import Any, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -242,9 +242,14 @@ def test_plan_says_when_and_why_the_classic_order_is_used(capsys, images: Images
       "Volumes": {"/cache": {}}}, ""),
     ({}, ""),
     ({"HostConfig": {"NetworkMode": "bridge"}}, ""),
+    ({"HostConfig": {"PortBindings": {}}}, "nothing reaches it"),
+    ({"HostConfig": {"PortBindings": {}}, "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}}},
+     ""),
 ])
 def test_where_start_first_is_valid_on_the_real_engine(change: Any, why: str) -> None:
-    body = {"Image": "busybox", **change}
+    # a served container (one published port) unless the case says otherwise
+    body: Dict[str, Any] = {"Image": "busybox", **change}
+    body["HostConfig"] = {"PortBindings": {"8080/tcp": [{"HostPort": "18080"}]}, **(change.get("HostConfig") or {})}
     staging, said = startfirst.plan(connect(current()), body)
     assert (staging is None) == bool(why)
     assert why in said
@@ -255,7 +260,8 @@ def test_a_network_that_is_not_a_local_bridge_keeps_the_classic_order(httpserver
     httpserver.expect_request("/v1.41/networks/apps").respond_with_json({"Name": "apps", "Driver": "overlay",
                                                                          "Scope": "swarm"})
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{httpserver.port}")
-    staging, why = startfirst.plan(connect(current()), {"Image": "x", "HostConfig": {"NetworkMode": "apps"}})
+    staging, why = startfirst.plan(connect(current()), {"Image": "x", "HostConfig": {
+        "NetworkMode": "apps", "PortBindings": {"8080/tcp": [{"HostPort": "80"}]}}})
     assert staging is None
     assert why == "network apps is overlay (swarm), not a local bridge network"
 
