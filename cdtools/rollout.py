@@ -31,10 +31,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from . import deploy, reference
+from . import deploy, pinning, reference
 from .console import Console
 from .engine import Engine
-from .errors import (APIError, CdtoolsError, DeployError, LockError, RolledBack, StreamTimeout, TransportError,
+from .errors import (APIError, CdtoolsError, DeployError, LockError, RolledBack, StreamTimeout, TransportError, 
                      UsageError)
 from .settings import Settings
 from .transport import Endpoint
@@ -133,14 +133,7 @@ def pin(engine: Engine, image: str, credentials: Any, console: Console) -> str:
         console.line(f"warning: {image} names no registry: each host runs whatever it has under that name")
         return image
     header = credentials.header() if credentials is not None else "e30="
-    try:
-        doc = engine.distribution(str(ref), header)
-    except APIError as exc:
-        raise DeployError(f"could not ask {ref.registry} for the digest of {image}: {exc.message}; "
-                          f"no host was changed") from None
-    digest = str((doc.get("Descriptor") or {}).get("digest") or "")
-    if not digest:
-        raise DeployError(f"{ref.registry} named no digest for {image}; no host was changed")
+    digest = pinning.registry_digest(engine, ref, header, unchanged="no host was changed")
     pinned = str(ref.with_digest(digest))
     console.line(f"{image} is {pinned}: every host runs that")
     return pinned

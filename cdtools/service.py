@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from . import lock, reference, spec as spec_mod
+from . import lock, pinning, reference, spec as spec_mod
 from .console import Console
 from .engine import Engine
 from .errors import APIError, CdtoolsError, Conflict, DeployError, LockError, NotFound, RolledBack, UsageError
@@ -444,14 +444,7 @@ def pin(engine: Engine, image: str, auth_header: str, console: Console) -> str:
     ref = check_image(image)
     if ref.digest:
         return str(ref)
-    try:
-        doc = engine.distribution(str(ref), auth_header)
-    except APIError as exc:
-        raise DeployError(f"could not ask {ref.registry} for the digest of {image}: {exc.message}; "
-                          f"nothing was changed") from None
-    digest = str((doc.get("Descriptor") or {}).get("digest") or "")
-    if not digest:
-        raise DeployError(f"{ref.registry} named no digest for {image}; nothing was changed")
+    digest = pinning.registry_digest(engine, ref, auth_header, unchanged="nothing was changed")
     pinned = str(reference.Reference(ref.domain, ref.path, tag=ref.tag, digest=digest))
     console.line(f"{image} is {digest} in {ref.registry}")
     return pinned
