@@ -74,16 +74,25 @@ def describe(doc: Mapping[str, Any]) -> str:
     return f"{who} since {since}{age}"
 
 
-class Lock:
-    """``with Lock(...):`` holds NAME-cdtools-lock on the daemon for the block."""
+class NamedLock:
+    """A lock held by creating an object whose name the daemon gives to one caller only.
 
-    def __init__(self, engine: Engine, name: str, image: str, labels: Mapping[str, str], *,
-                 wait: float = 0.0, break_lock: bool = False, console: Optional[Console] = None,
+    Subclasses say what the object is (:meth:`_create`, :meth:`_held`,
+    :meth:`_remove`, :meth:`describe`); waiting, breaking, releasing and the
+    SIGTERM-safe ``with`` block are the same for all of them.
+    """
+
+    #: what the messages call the thing being deployed ("web", "service web")
+    what = ""
+    #: how a person removes a stale lock by hand
+    remove_hint = ""
+
+    def __init__(self, engine: Engine, name: str, labels: Mapping[str, str], *, wait: float = 0.0,
+                 break_lock: bool = False, console: Optional[Console] = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.engine = engine
         self.name = name
-        self.container = lock_name(name)
-        self.image = image
+        self.lock_name = lock_name(name)
         self.labels = dict(labels)
         self.wait = wait
         self.break_lock = break_lock
@@ -92,9 +101,90 @@ class Lock:
         self._sleep = sleep
         self.id: Optional[str] = None
 
+    def _create(self) -> str:
+        """Create the lock object; Conflict when it exists.  Returns its id."""
+        raise NotImplementedError
+
+    def _held(self) -> Optional[Dict[str, Any]]:
+        """The lock object as the daemon shows it, None when there is none."""
+        raise NotImplementedError
+
+    def _remove(self, lock_id: str) -> None:
+        raise NotImplementedError
+
+    def describe(self, held: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
     def _say(self, text: str) -> None:
         if self.console is not None:
             self.console.line(text)
+
+    def acquire(self) -> None:
+        deadline = self._clock() + max(0.0, self.wait)
+        told = False
+        if self.break_lock:
+            held = self._held()
+            if held is not None:
+                self._say(f"breaking the lock {self.lock_name} held by {self.describe(held)} (--break-lock)")
+                try:
+                    self._remove(str(held.get("Id") or held.get("ID")))
+                except NotFound:
+                    pass
+        while True:
+            try:
+                self.id = self._create()
+                return
+            except Conflict:
+                pass
+            held = self._held()
+            if held is None:
+                continue  # released between our create and our look: try again at once
+            if self._clock() >= deadline:
+                waited = f" after waiting {self.wait:g} s" if self.wait > 0 else ""
+                raise LockError(f"{self.what or self.name} is being deployed by {self.describe(held)}{waited}; "
+                                f"retry later, raise --lock-wait, or if that deploy is dead, --break-lock")
+            if not told:
+                self._say(f"waiting up to {self.wait:g} s for the lock {self.lock_name}, held by {self.describe(held)}")
+                told = True
+            self._sleep(min(POLL, max(0.0, deadline - self._clock())))
+
+    def release(self) -> Optional[str]:
+        """Remove the lock if it is ours; returns a warning instead of raising."""
+        if self.id is None:
+            return None
+        lock_id, self.id = self.id, None
+        try:
+            self._remove(lock_id)
+        except NotFound:
+            return f"the lock {self.lock_name} was already gone (broken by someone with --break-lock?)"
+        except Exception as exc:  # noqa: BLE001 - a release failure must not hide the deploy's own outcome
+            return f"could not remove the lock {self.lock_name}: {exc}; {self.remove_hint}"
+        return None
+
+    def __enter__(self) -> "NamedLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # a second SIGTERM must not cut the release short
+        with deferred_sigterm():
+            warning = self.release()
+        if warning:
+            self._say(f"warning: {warning}")
+
+
+class Lock(NamedLock):
+    """``with Lock(...):`` holds NAME-cdtools-lock, a never-started container, on the daemon for the block."""
+
+    remove_hint = "remove it by hand"
+
+    def __init__(self, engine: Engine, name: str, image: str, labels: Mapping[str, str], **kw: Any) -> None:
+        super().__init__(engine, name, labels, **kw)
+        self.image = image
+
+    @property
+    def container(self) -> str:
+        return self.lock_name
 
     def _create(self) -> str:
         body = {
@@ -106,60 +196,16 @@ class Lock:
             "Labels": self.labels,
             "HostConfig": {"NetworkMode": "none"},
         }
-        return str(self.engine.create_container(self.container, body)["Id"])
+        return str(self.engine.create_container(self.lock_name, body)["Id"])
 
-    def acquire(self) -> None:
-        deadline = self._clock() + max(0.0, self.wait)
-        told = False
-        if self.break_lock:
-            held = self.engine.find_container(self.container)
-            if held is not None:
-                self._say(f"breaking the lock {self.container} held by {describe(held)} (--break-lock)")
-                try:
-                    self.engine.remove_container(held["Id"], force=True)
-                except NotFound:
-                    pass
-        while True:
-            try:
-                self.id = self._create()
-                return
-            except Conflict:
-                pass
-            held = self.engine.find_container(self.container)
-            if held is None:
-                continue  # released between our create and our look: try again at once
-            if self._clock() >= deadline:
-                waited = f" after waiting {self.wait:g} s" if self.wait > 0 else ""
-                raise LockError(f"{self.name} is being deployed by {describe(held)}{waited}; retry later, raise "
-                                f"--lock-wait, or if that deploy is dead, --break-lock")
-            if not told:
-                self._say(f"waiting up to {self.wait:g} s for the lock {self.container}, held by {describe(held)}")
-                told = True
-            self._sleep(min(POLL, max(0.0, deadline - self._clock())))
+    def _held(self) -> Optional[Dict[str, Any]]:
+        return self.engine.find_container(self.lock_name)
 
-    def release(self) -> Optional[str]:
-        """Remove the lock if it is ours; returns a warning instead of raising."""
-        if self.id is None:
-            return None
-        lock_id, self.id = self.id, None
-        try:
-            self.engine.remove_container(lock_id, force=True)
-        except NotFound:
-            return f"the lock {self.container} was already gone (broken by someone with --break-lock?)"
-        except Exception as exc:  # noqa: BLE001 - a release failure must not hide the deploy's own outcome
-            return f"could not remove the lock {self.container}: {exc}; remove it by hand"
-        return None
+    def _remove(self, lock_id: str) -> None:
+        self.engine.remove_container(lock_id, force=True)
 
-    def __enter__(self) -> "Lock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        # a second SIGTERM must not cut the release short
-        with deferred_sigterm():
-            warning = self.release()
-        if warning:
-            self._say(f"warning: {warning}")
+    def describe(self, held: Mapping[str, Any]) -> str:
+        return describe(held)
 
 
 def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 from . import deploy, pinning, reference
 from .console import Console
 from .engine import Engine
-from .errors import (APIError, CdtoolsError, DeployError, LockError, RolledBack, StreamTimeout, TransportError, 
+from .errors import (CdtoolsError, DeployError, LockError, RolledBack, StreamTimeout, TransportError,
                      UsageError)
 from .settings import Settings
 from .transport import Endpoint

@@ -46,7 +46,7 @@ from typing import AbstractSet, Any, Callable, Dict, List, Mapping, Optional, Se
 from . import lock, pinning, reference, spec as spec_mod
 from .console import Console
 from .engine import Engine
-from .errors import APIError, CdtoolsError, Conflict, DeployError, LockError, NotFound, RolledBack, UsageError
+from .errors import APIError, CdtoolsError, DeployError, NotFound, RolledBack, UsageError
 from .settings import Settings
 
 Json = Dict[str, Any]
@@ -461,7 +461,7 @@ def find_service(engine: Engine, name: str) -> Optional[Json]:
     return doc
 
 
-class ServiceLock:
+class ServiceLock(lock.NamedLock):
     """``with ServiceLock(...):`` holds the swarm config NAME-cdtools-lock for the block.
 
     A swarm config name is given to exactly one create request (every other
@@ -469,85 +469,30 @@ class ServiceLock:
     no image on the manager and is seen by every manager of the swarm.
     """
 
-    def __init__(self, engine: Engine, name: str, labels: Mapping[str, str], *, wait: float = 0.0,
-                 break_lock: bool = False, console: Optional[Console] = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.engine = engine
-        self.name = name
-        self.config = lock.lock_name(name)
-        self.labels = dict(labels)
-        self.wait = wait
-        self.break_lock = break_lock
-        self.console = console
-        self._clock = clock
-        self._sleep = sleep
-        self.id: Optional[str] = None
+    def __init__(self, engine: Engine, name: str, labels: Mapping[str, str], **kw: Any) -> None:
+        super().__init__(engine, name, labels, **kw)
+        self.what = f"service {name}"
+        self.remove_hint = f"remove it with docker config rm {self.lock_name}"
 
-    def _say(self, text: str) -> None:
-        if self.console is not None:
-            self.console.line(text)
+    @property
+    def config(self) -> str:
+        return self.lock_name
+
+    def _create(self) -> str:
+        return self.engine.create_config(self.lock_name, b"cdtools deploy lock\n", self.labels)
 
     def _held(self) -> Optional[Json]:
         try:
-            return self.engine.inspect_config(self.config)
+            return self.engine.inspect_config(self.lock_name)
         except NotFound:
             return None
 
-    @staticmethod
-    def describe(doc: Mapping[str, Any]) -> str:
-        return lock.describe({"Config": {"Labels": (doc.get("Spec") or {}).get("Labels") or {}},
-                              "Created": doc.get("CreatedAt", "")})
+    def _remove(self, lock_id: str) -> None:
+        self.engine.remove_config(lock_id)
 
-    def acquire(self) -> None:
-        deadline = self._clock() + max(0.0, self.wait)
-        told = False
-        if self.break_lock:
-            held = self._held()
-            if held is not None:
-                self._say(f"breaking the lock {self.config} held by {self.describe(held)} (--break-lock)")
-                try:
-                    self.engine.remove_config(str(held["ID"]))
-                except NotFound:
-                    pass
-        while True:
-            try:
-                self.id = self.engine.create_config(self.config, b"cdtools deploy lock\n", self.labels)
-                return
-            except Conflict:
-                pass
-            held = self._held()
-            if held is None:
-                continue  # released between our create and our look
-            if self._clock() >= deadline:
-                waited = f" after waiting {self.wait:g} s" if self.wait > 0 else ""
-                raise LockError(f"service {self.name} is being deployed by {self.describe(held)}{waited}; retry "
-                                f"later, raise --lock-wait, or if that deploy is dead, --break-lock")
-            if not told:
-                self._say(f"waiting up to {self.wait:g} s for the lock {self.config}, held by {self.describe(held)}")
-                told = True
-            self._sleep(min(lock.POLL, max(0.0, deadline - self._clock())))
-
-    def release(self) -> Optional[str]:
-        if self.id is None:
-            return None
-        config_id, self.id = self.id, None
-        try:
-            self.engine.remove_config(config_id)
-        except NotFound:
-            return f"the lock {self.config} was already gone (broken by someone with --break-lock?)"
-        except Exception as exc:  # noqa: BLE001 - a release failure must not hide the deploy's own outcome
-            return f"could not remove the lock {self.config}: {exc}; remove it with docker config rm {self.config}"
-        return None
-
-    def __enter__(self) -> "ServiceLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        with lock.deferred_sigterm():
-            warning = self.release()
-        if warning:
-            self._say(f"warning: {warning}")
+    def describe(self, held: Mapping[str, Any]) -> str:
+        return lock.describe({"Config": {"Labels": (held.get("Spec") or {}).get("Labels") or {}},
+                              "Created": held.get("CreatedAt", "")})
 
 
 # -- following the swarm ----------------------------------------------------------------------
