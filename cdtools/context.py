@@ -391,6 +391,8 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
     base = plan.root.rstrip("/") + "/"
     # bound once: this loop runs per file and its overhead is most of the pack time
     os_open, os_read, os_close, fstat, lstat, fsencode = os.open, os.read, os.close, os.fstat, os.lstat, os.fsencode
+    # os.fsencode's own checks cost more than the encoding: same codec, bound once
+    fs_codec, fs_errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     users, groups = owners.users, owners.groups
     s_ifmt, s_ifreg, s_ifdir, s_iflnk = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 
@@ -399,7 +401,7 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
             yield b"".join(pieces)
             pieces, pending = [], 0
         path = base + rel
-        name = fsencode(rel)
+        name = rel.encode(fs_codec, fs_errors)
         # one open per entry; fstat and fgetxattr on it spare two more walks of the path
         try:
             fd = os_open(path, _OPEN_FLAGS)
@@ -456,8 +458,11 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                 continue
             cap: Optional[bytes] = None
             if xattrs:
+                # listxattr answers [] for the common file with no attributes; getxattr would
+                # raise ENODATA, and building that exception costs twice the system call
                 try:
-                    cap = os.getxattr(fd, _CAP_XATTR)
+                    if _CAP_XATTR in os.listxattr(fd):
+                        cap = os.getxattr(fd, _CAP_XATTR)
                 except OSError as exc:
                     if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
                         xattrs = False  # this filesystem has none; stop asking
