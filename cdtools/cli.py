@@ -15,6 +15,7 @@ from . import auth
 from . import engine as engine_mod
 from .console import Console
 from .errors import CdtoolsError, UsageError
+from .lock import Terminated, sigterm_raises
 from .settings import Settings, current
 
 
@@ -50,7 +51,9 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed
 
     def error(self, message: str) -> NoReturn:
-        super().error(_FLAG_VALUE.sub(r"\1=…", message))
+        # one line, as every other failure (argparse would print the whole usage first)
+        text = _FLAG_VALUE.sub(r"\1=…", message)
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
 class _RefusePassword(argparse.Action):
@@ -146,6 +149,14 @@ def credentials_for(args: argparse.Namespace, settings: Settings, registry: str,
         raise UsageError("--username needs --password-stdin or --password-file")
     if password is not None and not args.username:
         raise UsageError(f"{source} needs --username")
+    named = (args.username_env, args.password_env) != (auth.DEFAULT_USERNAME_VAR, auth.DEFAULT_PASSWORD_VAR)
+    if password is None and named:
+        # variables the user named must be there: falling through to an anonymous push
+        # would fail late (after the build) and say nothing of the missing variable
+        missing = [v for v in (args.username_env, args.password_env) if not settings.lookup(v)]
+        if missing:
+            raise UsageError(f"{' and '.join(missing)}, named for the {registry} credentials, "
+                             f"{'is' if len(missing) == 1 else 'are'} not set")
     return auth.resolve(registry, username=args.username if password is not None else None,
                         password=password, password_source=source, env=settings.env,
                         username_var=args.username_env, password_var=args.password_env,
@@ -162,12 +173,20 @@ def write_result(path: str, text: str) -> None:
 
 
 def run(prog: str, work: Callable[[Settings], int], *, settings: Optional[Settings] = None) -> int:
-    """Run a step; errors end as one line on stderr and their exit code."""
+    """Run a step; errors end as one line on stderr and their exit code.
+
+    SIGTERM (what a Jenkins abort sends) is raised like Ctrl-C so every ``finally``
+    runs (a deploy restores the old container, a lock is released), then exits 143.
+    """
     try:
-        return work(settings if settings is not None else current())
+        with sigterm_raises():
+            return work(settings if settings is not None else current())
     except CdtoolsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -604,19 +604,19 @@ class _Swap:
     def _start_first(self, staging: startfirst.Staging) -> None:
         """Start the new container with no network while the old one serves; swap the network only.
 
-        See cdtools.startfirst for why and where.  If it exits or turns unhealthy without its
-        network, it is made again and started the classic way: that is not a failed deploy.
+        See cdtools.startfirst for why and where.  If it exits, restarts or turns unhealthy
+        before it has its network, the deploy fails with NAME never stopped: a broken image
+        must not cost an outage.  (A program that needs its network to start says so the
+        same way; ``--no-start-first`` deploys it in the classic order.)
         """
         plan, engine = self.plan, self.engine
         self.step()  # start while NAME serves; wait until ready
         engine.start(self.new_id)
         ready = startfirst.wait_ready(engine, self.new_id, staging, self.opts.start_first_wait)
         if ready.failed:
-            self._unstage(ready.failed)
-            self.step()  # stop
-            self._stop_old()
-            self._start_classic()
-            return
+            raise _GateFailed(health.Verdict(
+                ok=False, reason=f"{ready.failed} before it had its network (if the program needs its network "
+                                 f"to start, deploy with --no-start-first)"))
         self.console.line(f"{plan.temp_name}: {ready.seen}")
         startfirst.unplug(engine, self.new_id)
         self.step()  # stop
@@ -813,7 +813,8 @@ def _pull(engine: Engine, plan: Plan, credentials: Any, console: Console) -> Non
             layers.feed(record)
     except (StreamError, APIError) as exc:
         message = exc.message if isinstance(exc, (StreamError, APIError)) else str(exc)
-        raise DeployError(f"pull of {plan.image} from {ref.registry} failed: {message}; nothing was changed") from None
+        # nothing was touched: exit 1 (the daemon refused), not 7 (which says the service may be down)
+        raise CdtoolsError(f"pull of {plan.image} from {ref.registry} failed: {message}; nothing was changed") from None
 
 
 def pull(engine: Engine, plan: Plan, credentials: Any, console: Console) -> None:

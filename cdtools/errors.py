@@ -126,13 +126,14 @@ def api_error(status: int, message: str, *, method: str = "", path: str = "") ->
 #: exit code -> what it means; README's table is generated from the same words
 EXIT_CODES: Dict[int, str] = {
     0: "success",
-    1: "the daemon refused a request, or another error",
+    1: "the daemon refused a request, or another error; a deploy that ends so changed nothing",
     2: "usage: bad flag, file, config or image reference",
     3: "connection: the daemon could not be reached or the connection broke",
     4: "build failed",
     5: "push failed",
     6: "deploy failed and was rolled back: the previous container is running",
-    7: "deploy failed and nothing could be rolled back",
+    7: "deploy failed with no previous container to go back to, or the rollback failed",
     8: "lock: another deploy of this name is in progress",
-    130: "interrupted",
+    130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM, a Jenkins abort); a deploy under way restored the old container first",
 }

@@ -7,17 +7,17 @@ endpoint (as the docker CLI does) and run ``repo:tag@sha256:…``.
 from __future__ import annotations
 
 from .engine import Engine
-from .errors import APIError, DeployError
+from .errors import APIError, CdtoolsError
 from .reference import Reference
 
 
 def registry_digest(engine: Engine, ref: Reference, auth_header: str, *, unchanged: str) -> str:
-    """The registry's digest for ``ref``; DeployError (ending in ``unchanged``) when it can't say."""
+    """The registry's digest for ``ref``; CdtoolsError (exit 1: nothing was changed; ending in ``unchanged``) when it can't say."""
     try:
         doc = engine.distribution(str(ref), auth_header)
     except APIError as exc:
-        raise DeployError(f"could not ask {ref.registry} for the digest of {ref}: {exc.message}; {unchanged}") from None
+        raise CdtoolsError(f"could not ask {ref.registry} for the digest of {ref}: {exc.message}; {unchanged}") from None
     digest = str((doc.get("Descriptor") or {}).get("digest") or "")
     if not digest:
-        raise DeployError(f"{ref.registry} named no digest for {ref}; {unchanged}")
+        raise CdtoolsError(f"{ref.registry} named no digest for {ref}; {unchanged}")
     return digest

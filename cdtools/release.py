@@ -72,7 +72,7 @@ def _options(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
         "full_context": args.full_context or bool(build.get("full_context")),
         "compress": args.compress if args.compress is not None else build.get("compress"),
         "push": not args.no_push and (cfg.get("push") or {}).get("enabled", True) is not False,
-        "deploy": None if args.no_deploy else cfg.get("deploy"),
+        "deploy": cfg.get("deploy"),
         "deploy_base": base,
     }
     push_cfg = cfg.get("push") or {}
@@ -80,6 +80,12 @@ def _options(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
         args.username_env = push_cfg["username_env"]
     if push_cfg.get("password_env") and args.password_env == "CDTOOLS_REGISTRY_PASSWORD":
         args.password_env = push_cfg["password_env"]
+    if args.no_deploy:
+        out["deploy"] = None
+    elif not out["push"] and out["deploy"] is not None:
+        # a deploy runs the digest the registry confirmed; with no push there is none
+        out["deploy"] = None
+        out["deploy_skipped"] = "nothing was pushed, and a deploy runs the pushed digest"
     if not out["image"]:
         raise UsageError("no image: set \"image\" in the config or pass --image REGISTRY/NAME")
     return out
@@ -147,7 +153,10 @@ def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings
             rec.image_id = built.image_id
             rec.digest = result.digest
     else:
-        report.skip("deploy", "no deploy section")
+        why = opts.get("deploy_skipped") or "no deploy section, or --no-deploy"
+        report.skip("deploy", why)
+        if opts.get("deploy_skipped"):
+            console.line(f"deploy skipped: {why}")
     return result
 
 
@@ -211,7 +220,10 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
             rec.container = planned.container
             rec.message = "rehearsed"
     else:
-        report.skip("deploy", "no deploy section")
+        why = opts.get("deploy_skipped") or "no deploy section, or --no-deploy"
+        report.skip("deploy", why)
+        if opts.get("deploy_skipped"):
+            console.line(f"deploy skipped: {why}")
     return ReleaseResult(tags=refs)
 
 
@@ -235,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     z = p.add_mutually_exclusive_group()
     z.add_argument("--compress", dest="compress", action="store_true", default=None)
     z.add_argument("--no-compress", dest="compress", action="store_false")
-    p.add_argument("--no-push", action="store_true", help="build and tag only")
+    p.add_argument("--no-push", action="store_true", help="build and tag only (no push, so no deploy)")
     p.add_argument("--no-deploy", action="store_true", help="stop after the push")
     p.add_argument("--dry-run", action="store_true",
                    help="print every request the release would make (secrets redacted) and change nothing")

@@ -164,10 +164,10 @@ def _prepare(engine: Engine, opts: deploy.DeployOptions, settings: Settings, cre
 
 def _error_like(exc: CdtoolsError, message: str) -> CdtoolsError:
     """The rollout's error: the failed host's kind (so its exit code), the whole rollout's message."""
-    for kind in (RolledBack, LockError, StreamTimeout, TransportError, UsageError):
+    for kind in (RolledBack, LockError, StreamTimeout, TransportError, UsageError, DeployError):
         if isinstance(exc, kind):
             return kind(message)
-    return DeployError(message)
+    return CdtoolsError(message)  # refused before anything changed: exit 1
 
 
 def run(engines: List[Engine], opts: deploy.DeployOptions, settings: Settings, *, console: Console,

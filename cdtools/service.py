@@ -827,11 +827,11 @@ def _update(engine: Engine, opts: ServiceOptions, spec: spec_mod.Spec, current: 
             break
         except APIError as exc:
             if "update out of sequence" not in exc.message:
-                raise DeployError(f"the manager refused the update of service {opts.name}: {exc.message}; "
-                                  f"nothing was changed") from None
+                raise CdtoolsError(f"the manager refused the update of service {opts.name}: {exc.message}; "
+                                   f"nothing was changed") from None
             if attempt == SEQUENCE_RETRIES:
-                raise DeployError(f"service {opts.name} kept changing under the update ({SEQUENCE_RETRIES} times "
-                                  f"\"update out of sequence\"); nothing was changed") from None
+                raise CdtoolsError(f"service {opts.name} kept changing under the update ({SEQUENCE_RETRIES} times "
+                                   f"\"update out of sequence\"); nothing was changed") from None
             console.line(f"service {opts.name} changed since it was read (update out of sequence): reading it again")
             current = engine.inspect_service(service_id)
     for warning in answer.get("Warnings") or []:

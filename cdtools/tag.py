@@ -23,8 +23,8 @@ class TagResult:
 def template_values(settings: Settings, repo: Optional[Reference]) -> Dict[str, str]:
     """What a ``--tag-template`` can use: ``{registry}/{name}:{build_number}`` and friends.
 
-    Keys whose value is unknown here are left out, so a template naming one fails
-    with the list of keys it could have used.
+    A key whose variable is not set here is empty, and a template naming it fails
+    saying so (``{branch} is empty``); an unknown key fails with the known ones.
     """
     values = {
         "build_number": settings.build_number,
@@ -37,7 +37,7 @@ def template_values(settings: Settings, repo: Optional[Reference]) -> Dict[str, 
         values["registry"] = repo.domain
         values["name"] = repo.path
         values["repository"] = repo.repository
-    return {k: v for k, v in values.items() if v}
+    return values
 
 
 def expand_templates(templates: Sequence[str], settings: Settings, repo: Optional[Reference]) -> List[str]:

@@ -64,7 +64,10 @@ def parse_host(url: str, *, tls: bool = False, tls_verify: bool = False, cert_pa
         if not url or url.startswith("/"):
             raise UsageError(f"DOCKER_HOST/-H {url!r}: expected unix:///path, tcp://host:port or ssh://user@host")
         url = "tcp://" + url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise UsageError(f"DOCKER_HOST {url!r}: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == "unix":
         path = parts.path or "/var/run/docker.sock"

@@ -50,3 +50,24 @@ def test_private_base_image_without_credentials_fails_the_build(tmp_path, unique
     assert build.main([str(ctx), "-t", f"{unique}/app:1"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("no basic auth credentials" in err[0] or "unauthorized" in err[0])
+
+
+def test_sigterm_during_a_build_ends_with_143_and_one_line(tmp_path, unique):
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    ctx = tmp_path / "slow"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN sleep 8\n")
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "cdtools.build", str(ctx), "-t", f"{unique}/slow:1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert err.strip().splitlines() == ["cdtools build: terminated (SIGTERM)"]

@@ -169,3 +169,27 @@ def test_release_from_the_zipapp_with_only_config_and_jenkins_env(tmp_path, uniq
         ["/usr/bin/docker", "inspect", "-f", "{{json .Config.Labels}}", f"{unique}-hello"],
         stdout=subprocess.PIPE, text=True, check=True).stdout)
     assert labels.get("org.opencontainers.image.revision") == "fedcba9876543210fedcba9876543210fedcba98"
+
+
+def test_no_push_builds_and_tags_but_deploys_nothing(tmp_path, unique, registry):
+    app = make_app(tmp_path, unique, registry, "local only", port=free_port())
+    proc = release(app, registry, "--no-push", "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    steps = {s["name"]: s for s in json.loads((tmp_path / "r.json").read_text())["steps"]}
+    assert [steps[n]["status"] for n in ("build", "tag", "push", "deploy")] == ["ok", "ok", "skipped", "skipped"]
+    assert "nothing was pushed" in steps["deploy"]["message"]
+    ps = subprocess.run(["/usr/bin/docker", "ps", "-a", "--filter", f"name={unique}", "-q"],
+                        stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    assert ps == ""
+
+
+def test_a_named_password_variable_that_is_unset_fails_before_the_build(tmp_path, unique, registry):
+    app = make_app(tmp_path, unique, registry, "never built", port=free_port())
+    config = json.loads((app / "cdtools.json").read_text())
+    config["push"] = {"username_env": "NU_REGISTRY_USER", "password_env": "NU_REGISTRY_PASSWORD"}
+    (app / "cdtools.json").write_text(json.dumps(config))
+    proc = release(app, registry)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "NU_REGISTRY_USER and NU_REGISTRY_PASSWORD" in line and "not set" in line
+    assert "==> build" not in proc.stdout

@@ -2,8 +2,8 @@
 
 Against the real engine: what a user checks afterwards (the page, the container's
 networks, its own name in /etc/hosts, the old one never stopped when the new one
-can't start), and the fall-back to the classic order for a program that needs its
-network to start.  A fake daemon answers what this machine can't make: an overlay network.
+can't start, even when it fails before it has its network), and the classic order
+with --no-start-first for a program that needs its network to start.  A fake daemon answers what this machine can't make: an overlay network.
 """
 from __future__ import annotations
 
@@ -118,18 +118,26 @@ NEEDS_A_ROUTE = ('["sh", "-c", "ip route | grep -q default || { echo no route, g
 
 
 @e2e
-def test_program_that_needs_its_network_to_start_deploys_in_the_classic_order(
+def test_program_that_fails_without_its_network_never_stops_the_old_and_deploys_classic_when_asked(
         capsys, images: Images, unique: str, engine_api) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     common = ["--name", unique, "-p", f"127.0.0.1:{port}:8080", "--probe", url]
     assert run_deploy(capsys, *common, "--image", images.httpd("1"))[0] == 0
+    old_id = inspect(engine_api, unique)["Id"]
 
-    code, out, err = run_deploy(capsys, *common, "--image", images.httpd("routed", "page routed", cmd=NEEDS_A_ROUTE))
+    routed = images.httpd("routed", "page routed", cmd=NEEDS_A_ROUTE)
+    code, out, err = run_deploy(capsys, *common, "--image", routed)
+    assert code == 6, err
+    assert "before it had its network" in err and "--no-start-first" in err
+    assert "no route, giving up" in out + err  # its own words, from the staged container's log
+    old = inspect(engine_api, unique)
+    assert old["Id"] == old_id and old["State"]["Running"] and old["State"]["FinishedAt"].startswith("0001")
+    assert get(url) == "page 1"
+
+    code, out, err = run_deploy(capsys, *common, "--image", routed, "--no-start-first")
     assert code == 0, err
     assert get(url) == "page routed"
-    assert "it exited with code 1 while it had no network" in out and "(the classic order)" in out
-    assert "no route, giving up" in out  # its own words, from the staged container's log
     said = steps(out)
     assert said.index(f"start {unique}-cdtools-new") > [s.split(" ")[0] for s in said].index("stop")
     assert not any(s.startswith("connect ") for s in said)

@@ -147,3 +147,18 @@ def test_tag_missing_source_fails(daemon, capsys):
     assert tag.main(["nope:1", "127.0.0.1:5000/cap/app:2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope:1" in err[0]
+
+
+def test_a_malformed_docker_host_is_one_usage_line(monkeypatch, capsys):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://[::1")
+    assert tag.main(["a:1", "b:2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "DOCKER_HOST" in err[0]
+
+
+def test_a_usage_error_is_one_line_pointing_at_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        build.main([])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cdtools build: error: the following arguments are required: context (see cdtools build --help)"]

@@ -23,7 +23,13 @@ def test_templates_expand_from_jenkins_variables_and_the_source():
 def test_an_unset_variable_is_refused_naming_the_key():
     with pytest.raises(Exception) as info:
         tag.expand_templates(["{repository}:{build_number}"], from_env({}), parse("app"))
-    assert "{build_number}" in str(info.value) and "known keys" in str(info.value)
+    assert "{build_number} is empty" in str(info.value)
+
+
+def test_an_unknown_key_is_refused_with_the_known_ones():
+    with pytest.raises(Exception) as info:
+        tag.expand_templates(["{repository}:{buildnumber}"], from_env(JENKINS), parse("app"))
+    assert "unknown key {buildnumber}" in str(info.value) and "{build_number}" in str(info.value)
 
 
 @pytest.fixture
