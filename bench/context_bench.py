@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 

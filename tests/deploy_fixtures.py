@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -117,3 +117,16 @@ class Images:
         if ref not in self.built:
             self.built[ref] = build_image(ref, page if page is not None else f"page {tag}", extra=extra, cmd=cmd)
         return ref
+
+
+def run_main(capsys: pytest.CaptureFixture[str], main: Callable[[List[str]], int], *argv: str) -> Tuple[int, str, str]:
+    """A step's main() in this process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def inspect(engine_api: Any, name: str) -> Any:
+    """A container's inspect, None when there is none."""
+    resp = engine_api.request("GET", f"/containers/{name}/json")
+    return resp.json() if resp.status == 200 else None

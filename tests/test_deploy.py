@@ -11,21 +11,14 @@ from typing import Any, List, Tuple
 import pytest
 
 from cdtools import deploy, history, plan, rollback
-from tests.deploy_fixtures import (Images, free_port, get, images, read_until, run_deploy_process,  # noqa: F401
+from tests.deploy_fixtures import (Images, free_port, get, images, inspect, read_until, run_deploy_process, run_main,  # noqa: F401
                                    start_deploy)
 
 pytestmark = pytest.mark.e2e
 
 
 def run_deploy(capsys: pytest.CaptureFixture[str], *argv: str, main: Any = deploy.main) -> Tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def inspect(engine_api: Any, name: str) -> Any:
-    resp = engine_api.request("GET", f"/containers/{name}/json")
-    return resp.json() if resp.status == 200 else None
+    return run_main(capsys, main, *argv)
 
 
 def steps(out: str) -> List[str]:

@@ -17,20 +17,14 @@ import pytest
 from cdtools import deploy, plan, startfirst
 from cdtools.engine import connect
 from cdtools.settings import current
-from tests.deploy_fixtures import Images, free_port, get, images, read_until, start_deploy  # noqa: F401
+from tests.deploy_fixtures import (Images, free_port, get, images, inspect, read_until, run_main,  # noqa: F401
+                                   start_deploy)
 
 e2e = pytest.mark.e2e
 
 
 def run_deploy(capsys: pytest.CaptureFixture[str], *argv: str, main: Any = deploy.main) -> Tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def inspect(engine_api: Any, name: str) -> Any:
-    resp = engine_api.request("GET", f"/containers/{name}/json")
-    return resp.json() if resp.status == 200 else None
+    return run_main(capsys, main, *argv)
 
 
 def when(stamp: str) -> datetime.datetime:

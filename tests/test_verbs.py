@@ -19,20 +19,11 @@ from cdtools import container, deploy, image, prune
 from cdtools.console import Console
 from cdtools.engine import connect
 from cdtools.settings import current
-from tests.deploy_fixtures import Images, free_port, get, images  # noqa: F401
+from tests.deploy_fixtures import Images, free_port, get, images, inspect, run_main  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
 
-def run_main(capsys: pytest.CaptureFixture[str], main: Callable[[List[str]], int], *argv: str) -> Tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def inspect(engine_api: Any, name: str) -> Any:
-    resp = engine_api.request("GET", f"/containers/{name}/json")
-    return resp.json() if resp.status == 200 else None
 
 
 def image_exists(engine_api: Any, ref: str) -> bool:
