@@ -104,6 +104,11 @@ def registry_config(data: bytes, build_args: Mapping[str, str],
     return auth.encode_header(configs) if configs else None
 
 
+def wants_gzip(engine: Engine, compress: Optional[bool]) -> bool:
+    """--compress/--no-compress, else gzip only for a remote (tcp, ssh) daemon: it pays there."""
+    return (not engine.endpoint.is_local) if compress is None else compress
+
+
 def base_image_lookup(engine: Engine) -> Callable[[str], Optional[dockerfile_mod.ImageConfig]]:
     """What the context planner may know of a base image on the daemon (ENV, ONBUILD).
 
@@ -134,7 +139,7 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     plan = context.plan_context(context_dir, dockerfile, prune=not full_context,
                                 build_args=dict(build_args or {}), target=target, warn=console.line,
                                 inspect_image=None if pull else base_image_lookup(engine))
-    gzip = (not engine.endpoint.is_local) if compress is None else compress
+    gzip = wants_gzip(engine, compress)
     registry_header = None
     if credentials is not None:
         registry_header = registry_config(_dockerfile_bytes(context_dir, dockerfile), build_args or {}, credentials)

@@ -108,18 +108,23 @@ def validate(doc: Any, schema: Mapping[str, Any], lookup: Callable[[str], Option
     return out
 
 
-def load(path: str, lookup: Callable[[str], Optional[str]],
-         sections: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Tuple[Dict[str, Any], str]:
-    """Read and validate a config file; returns (config, the file's directory)."""
+def read_json(path: str, what: str) -> Any:
+    """A JSON file the user named (``what`` says which, in errors); a BOM is allowed."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
-        doc = json.loads(raw.decode("utf-8-sig"))
+        return json.loads(raw.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config {path} is not valid JSON: {exc}") from None
+        raise UsageError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def load(path: str, lookup: Callable[[str], Optional[str]],
+         sections: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Tuple[Dict[str, Any], str]:
+    """Read and validate a config file; returns (config, the file's directory)."""
+    doc = read_json(path, "config")
     return validate(doc, SCHEMA, lookup, "", sections), os.path.dirname(os.path.abspath(path))
 
 

@@ -9,7 +9,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
 from . import build as build_step
@@ -91,19 +91,19 @@ def _options(args: argparse.Namespace, settings: Settings) -> Dict[str, Any]:
     return out
 
 
-def _references(repo: reference.Reference, opts: Dict[str, Any], settings: Settings) -> List[str]:
-    """The image's full names: each tag on the repository, then the tag templates; no duplicates."""
+def _references(opts: Dict[str, Any], settings: Settings) -> Tuple[reference.Reference, List[str]]:
+    """The repository, and the image's full names: each tag on it, then the tag templates; no duplicates."""
+    repo = reference.parse(opts["image"])
+    if repo.tag or repo.digest:
+        raise UsageError(f"image {opts['image']!r}: give the repository without a tag; tags come from \"tags\"")
     refs = [str(repo.with_tag(reference.parse_tag(t))) for t in opts["tags"]]
     refs += tag_step.expand_templates(opts["tag_templates"], settings, repo)
-    return list(dict.fromkeys(refs))
+    return repo, list(dict.fromkeys(refs))
 
 
 def run(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, settings: Settings, *,
         console: Console, report: Report) -> ReleaseResult:
-    repo = reference.parse(opts["image"])
-    if repo.tag or repo.digest:
-        raise UsageError(f"image {opts['image']!r}: give the repository without a tag; tags come from \"tags\"")
-    refs = _references(repo, opts, settings)
+    repo, refs = _references(opts, settings)
     # every registry's credentials before the build: a missing password fails in seconds, not after it
     credentials = {}
     if opts["push"]:
@@ -166,10 +166,7 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
 
     Only read-only requests reach the daemon (ping, inspect), to say what is there now.
     """
-    repo = reference.parse(opts["image"])
-    if repo.tag or repo.digest:
-        raise UsageError(f"image {opts['image']!r}: give the repository without a tag; tags come from \"tags\"")
-    refs = _references(repo, opts, settings)
+    repo, refs = _references(opts, settings)
     prefix = f"/v{engine.api_version}"
     console.line(f"dry run on {engine.endpoint} (API {engine.api_version}): nothing will be changed")
 
@@ -177,7 +174,7 @@ def rehearse(engine: Engine, opts: Dict[str, Any], args: argparse.Namespace, set
         plan = context.plan_context(opts["context"], opts["dockerfile"], prune=not opts["full_context"],
                                     build_args=dict(opts["build_args"]), target=opts["target"], warn=console.line,
                                     inspect_image=None if opts["pull"] else build_step.base_image_lookup(engine))
-        gzip = (not engine.endpoint.is_local) if opts["compress"] is None else opts["compress"]
+        gzip = build_step.wants_gzip(engine, opts["compress"])
         query = [("t", refs[0]), ("dockerfile", plan.dockerfile)]
         if opts["target"]:
             query.append(("target", opts["target"]))

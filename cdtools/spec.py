@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
+from .config import read_json
 from .errors import UsageError
 
 Json = Dict[str, Any]
@@ -127,24 +128,12 @@ class Spec:
 # -- reading files ------------------------------------------------------------------------------
 
 
-def _read_json(path: str, what: str) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        return json.loads(raw.decode("utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path} is not valid JSON: {exc}") from None
-
-
 def load(spec_file: Optional[str], start_file: Optional[str]) -> Spec:
     """The create body from ``--spec`` and ``--start-spec`` files (either may be None)."""
     create: Json = {}
     start: Optional[Json] = None
     if spec_file:
-        doc = _read_json(spec_file, "--spec")
+        doc = read_json(spec_file, "--spec")
         if not isinstance(doc, dict):
             raise UsageError(f"--spec {spec_file}: expected a JSON object (a container-create body)")
         if "create" in doc and isinstance(doc.get("create"), dict):
@@ -161,7 +150,7 @@ def load(spec_file: Optional[str], start_file: Optional[str]) -> Spec:
             create = doc
     create = normalise_create(create, f"--spec {spec_file}" if spec_file else "spec")
     if start_file:
-        doc = _read_json(start_file, "--start-spec")
+        doc = read_json(start_file, "--start-spec")
         if not isinstance(doc, dict):
             raise UsageError(f"--start-spec {start_file}: expected a JSON object (the old start body)")
         start = doc if start is None else {**start, **doc}
