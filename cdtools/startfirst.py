@@ -53,6 +53,7 @@ on in the classic order, so nothing that deployed before fails now.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
@@ -176,6 +177,25 @@ def staged_body(body: Mapping[str, Any]) -> Json:
     return out
 
 
+def _died_meanwhile(engine: Engine, container: str, doc: Mapping[str, Any],
+                    sleep: Callable[[float], None]) -> str:
+    """Why a local container stopped between its inspect and the look at /proc ('' if it did not).
+
+    Its PID 1 gone from /proc may just be a pid this machine can't see (an agent in a
+    container); the daemon's word decides, asked a few times while it records the exit.
+    """
+    pid = int((doc.get("State") or {}).get("Pid") or 0)
+    if engine.endpoint.scheme != "unix" or pid <= 0 or os.path.exists(f"/proc/{pid}"):
+        return ""
+    for _ in range(5):
+        state = engine.inspect_container(container).get("State") or {}
+        stopped = health.not_running(state)
+        if stopped:
+            return stopped
+        sleep(POLL)
+    return ""
+
+
 def local_pid(engine: Engine, doc: Mapping[str, Any]) -> Optional[int]:
     """PID 1 of ``doc`` as this machine's /proc shows it; None when cdtools can't see it.
 
@@ -250,6 +270,10 @@ def wait_ready(engine: Engine, container: str, staging: Staging, wait: float, *,
             return Readiness(seen=f"HEALTHCHECK healthy after {elapsed:.1f} s", confirmed=True)
         pid = local_pid(engine, doc) if want else None
         ports = listening(pid) if pid else None
+        if ports is None and want:
+            died = _died_meanwhile(engine, container, doc, sleep)
+            if died:
+                return Readiness(failed=died)
         if ports is not None and want <= ports:
             return Readiness(seen=f"listening on {_ports(want)} after {elapsed:.1f} s", confirmed=True)
         # a first check that can't come within the wait tells nothing (docker's default interval is 30 s)
