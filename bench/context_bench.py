@@ -1,6 +1,6 @@
 """Build-context benchmark: a realistic Jenkins workspace, packed and built several ways.
 
-    python bench/context_bench.py [--workspace DIR] [--repeat 5] [--rss-gib 1] [--builds] [--keep]
+    python bench/context_bench.py [--workspace DIR] [--repeat 7] [--rss-gib 1] [--builds] [--keep]
 
 Generates (seeded, reused when already there) the workspace issue 3 describes:
 ``src/`` 8,000 text files of 0.5-8 KB, ``node_modules/`` 12,000, ``.git/objects/`` 3,000,
@@ -148,30 +148,36 @@ def median_time(fn: Callable[[], object], repeat: int, warmup: bool = True) -> f
 
 def measure(fn: Callable[[], object], repeat: int, warmup: bool = True) -> Tuple[float, float]:
     """(median wall seconds, median CPU seconds of this process and its children)."""
+    return measure_rounds({"": fn}, repeat, warmup)[""]
+
+
+def measure_rounds(fns: Dict[str, Callable[[], object]], repeat: int, warmup: bool = True) -> Dict[str, Tuple[float, float]]:
+    """Each function once per round, ``repeat`` rounds (+1 warm-up): medians of wall and CPU seconds.
+
+    Rounds, not one function's runs back to back, so that a change in the machine's load
+    falls on every method alike.
+    """
     import resource
 
     def cpu() -> float:
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
-    if warmup:
-        fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        c0, t0 = cpu(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(cpu() - c0)
-    return statistics.median(walls), statistics.median(cpus)
-
-
-#: the pipe sink writes at most this much per write(2): writes of exactly the pipe's
-#: 64 KiB capacity ping-pong with the reader (``dd bs=64k | cat`` takes twice as long as
-#: ``bs=10k`` here); GNU tar writes 10 KiB records, so both sides write small records
-PIPE_WRITE = 16 * 1024
+    walls: Dict[str, List[float]] = {name: [] for name in fns}
+    cpus: Dict[str, List[float]] = {name: [] for name in fns}
+    for round_no in range(repeat + (1 if warmup else 0)):
+        for name, fn in fns.items():
+            c0, t0 = cpu(), time.perf_counter()
+            fn()
+            wall, used = time.perf_counter() - t0, cpu() - c0
+            if round_no or not warmup:
+                walls[name].append(wall)
+                cpus[name].append(used)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name])) for name in fns}
 
 
 def pack_cdtools(plan: ContextPlan) -> int:
+    """cdtools' stream into ``cat``, each chunk written whole as the transport's sendall does."""
     cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert cat.stdin is not None
     fd = cat.stdin.fileno()
@@ -179,8 +185,7 @@ def pack_cdtools(plan: ContextPlan) -> int:
     for chunk in stream_context(plan, warn=lambda m: None):
         view = memoryview(chunk)
         while view:
-            written = os.write(fd, view[:PIPE_WRITE])
-            view = view[written:]
+            view = view[os.write(fd, view):]
         n += len(chunk)
     cat.stdin.close()
     cat.wait()
@@ -308,7 +313,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", default=os.path.join(tempfile.gettempdir(), "cdtools-bench-workspace"))
     parser.add_argument("--big", default=os.path.join(tempfile.gettempdir(), "cdtools-bench-1gib"))
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--rss-gib", type=float, default=1.0)
     parser.add_argument("--builds", action="store_true", help="also time builds on the local daemon")
     parser.add_argument("--keep", action="store_true", help="keep the generated trees for the next run")
@@ -330,13 +335,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         with tempfile.NamedTemporaryFile("wb", suffix=".list", delete=False) as listing:
             listing.write(b"".join(os.fsencode(e) + b"\0" for e in full.entries))
         try:
-            t_ours, c_ours = measure(lambda: pack_cdtools(full), args.repeat)
-            t_tar, c_tar = measure(lambda: pack_gnu_tar(full.root, listing.name), args.repeat)
+            packs = measure_rounds({"cdtools": lambda: pack_cdtools(full),
+                                    "tar": lambda: pack_gnu_tar(full.root, listing.name)}, args.repeat)
+            (t_ours, c_ours), (t_tar, c_tar) = packs["cdtools"], packs["tar"]
             t_tarfile, c_tarfile = measure(lambda: pack_tarfile(full), max(1, args.repeat // 2))
         finally:
             os.unlink(listing.name)
         mb = size / 1e6
-        print(f"pack into a pipe ({len(full.entries)} entries, {mb:.0f} MB), median of {args.repeat}; "
+        print(f"pack into a pipe ({len(full.entries)} entries, {mb:.0f} MB), median of {args.repeat} rounds; "
               f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs:")
         print(f"  GNU tar -cf - | cat   {t_tar:6.3f} s  {mb / t_tar:6.0f} MB/s   cpu {c_tar:6.3f} s")
         print(f"  cdtools stream | cat  {t_ours:6.3f} s  {mb / t_ours:6.0f} MB/s   cpu {c_ours:6.3f} s   "

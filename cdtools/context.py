@@ -44,7 +44,7 @@ from cdtools import dockerignore
 from cdtools.dockerignore import go_clean
 from cdtools.errors import UsageError
 
-DEFAULT_CHUNK = 64 * 1024
+DEFAULT_CHUNK = 32 * 1024
 #: gzip level used with compress=True: level 1 keeps pace with a LAN link
 GZIP_LEVEL = 1
 
@@ -345,43 +345,51 @@ def _gzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield compressor.flush()
 
 
-class _Owners:
-    """User and group names by id, looked up once each (the CLI's Go tar does the same)."""
+class _Owner:
+    """One (uid, gid) pair's names, and the constant part of a plain file header for it.
 
-    def __init__(self) -> None:
-        self.users: Dict[int, bytes] = {}
-        self.groups: Dict[int, bytes] = {}
+    The CLI's Go tar looks each name up once; so do we. ``plain`` says both names fit
+    their ustar fields as they are; then a regular file's header is built from ``tail``
+    (typeflag "0" to the end of the block, the same for every file of this owner) and
+    ``tail_sum``, its share of the header checksum.
+    """
 
-    def user(self, uid: int) -> bytes:
-        name = self.users.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name.encode("utf-8", "surrogateescape")
-            except KeyError:
-                name = b""
-            self.users[uid] = name
-        return name
+    __slots__ = ("uname", "gname", "plain", "tail", "tail_sum")
 
-    def group(self, gid: int) -> bytes:
-        name = self.groups.get(gid)
-        if name is None:
-            try:
-                name = grp.getgrgid(gid).gr_name.encode("utf-8", "surrogateescape")
-            except KeyError:
-                name = b""
-            self.groups[gid] = name
-        return name
+    def __init__(self, uid: int, gid: int) -> None:
+        try:
+            self.uname = pwd.getpwuid(uid).pw_name.encode("utf-8", "surrogateescape")
+        except KeyError:
+            self.uname = b""
+        try:
+            self.gname = grp.getgrgid(gid).gr_name.encode("utf-8", "surrogateescape")
+        except KeyError:
+            self.gname = b""
+        self.plain = len(self.uname) <= 32 and len(self.gname) <= 32 and self.uname.isascii() and self.gname.isascii()
+        self.tail = _block(b"", 0, 0, 0, b"0", b"", self.uname, self.gname)[_TAIL_AT:] if self.plain else b""
+        # the checksum counts the checksum field as eight spaces, and the zero uid and gid fields
+        self.tail_sum = sum(self.tail) + sum(b" " * 8) + sum(_UID_GID)
 
 
 #: open flags for an entry: never follow a link (ELOOP says "symlink"), never block on a FIFO
 #: that replaced a file since the plan, never take a terminal
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+#: a plain file header up to its typeflag: name, mode, uid + gid, size, mtime, checksum
+_HEAD = struct.Struct("100s8s16s12s12s8s")
+_TAIL_AT = _HEAD.size
+_UID_GID = b"0000000\0" * 2
+#: the padding after a file's data, by its length
+_PADS = [_ZEROS[:n] for n in range(_BLOCK)]
 
 
 def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None]) -> Iterator[bytes]:
-    owners = _Owners()
+    owners: Dict[Tuple[int, int], _Owner] = {}
+    uid = gid = -1
+    owner = _Owner(-1, -1)  # replaced at the first entry: no real uid is -1
     seen_inodes: Dict[Tuple[int, int], bytes] = {}
-    plain_names: Dict[Tuple[int, int], bool] = {}  # (uid, gid) -> their names fit ustar fields as is
+    # header fields that repeat from file to file: (field, its byte sum), by value
+    mode_fields: Dict[int, Tuple[bytes, int]] = {}
+    mtime_fields: Dict[int, Tuple[bytes, int]] = {}
     pieces: List[bytes] = []
     pending = 0
     xattrs = True
@@ -391,18 +399,20 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
     base = plan.root.rstrip("/") + "/"
     # bound once: this loop runs per file and its overhead is most of the pack time
     os_open, os_read, os_close, fstat, lstat, fsencode = os.open, os.read, os.close, os.fstat, os.lstat, os.fsencode
+    listxattr, pack_head, pads, append = os.listxattr, _HEAD.pack, _PADS, pieces.append
     # os.fsencode's own checks cost more than the encoding: same codec, bound once
     fs_codec, fs_errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-    users, groups = owners.users, owners.groups
     s_ifmt, s_ifreg, s_ifdir, s_iflnk = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+    max_size = _MAX_OCTAL_11
 
     for rel in plan.entries:
         if pending >= chunk_size:
             yield b"".join(pieces)
-            pieces, pending = [], 0
+            pieces.clear()
+            pending = 0
         path = base + rel
         name = rel.encode(fs_codec, fs_errors)
-        # one open per entry; fstat and fgetxattr on it spare two more walks of the path
+        # one open per entry; fstat and listxattr on it spare two more walks of the path
         try:
             fd = os_open(path, _OPEN_FLAGS)
         except OSError as exc:
@@ -417,15 +427,13 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
             mode = st.st_mode
             kind = mode & s_ifmt
             mtime = st.st_mtime_ns // 1_000_000_000
-            uname = users.get(st.st_uid)
-            if uname is None:
-                uname = owners.user(st.st_uid)
-            gname = groups.get(st.st_gid)
-            if gname is None:
-                gname = owners.group(st.st_gid)
+            if st.st_uid != uid or st.st_gid != gid:
+                uid, gid = st.st_uid, st.st_gid
+                owner = owners.get((uid, gid)) or owners.setdefault((uid, gid), _Owner(uid, gid))
+            uname, gname = owner.uname, owner.gname
             if kind == s_ifdir:
                 header = _header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname)
-                pieces.append(header)
+                append(header)
                 pending += len(header)
                 continue
             if kind != s_ifreg and kind != s_iflnk:
@@ -434,18 +442,20 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
             if rewrite_ignore and rel == ".dockerignore":
                 ignore_sent = True
                 content = _read_small(path) + extra_ignore
-                pieces.append(_header(name, s_ifreg | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname))
-                pieces.append(content + _padding(len(content)))
-                pending += len(pieces[-2]) + len(pieces[-1])
+                header = _header(name, s_ifreg | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname)
+                append(header)
+                append(content + _padding(len(content)))
+                pending += len(header) + len(pieces[-1])
                 continue
             # a second name of the same inode goes as a link entry to the first, as the CLI does
-            key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-            if key is not None and key in seen_inodes:
-                header = _header(name, mode, 0, mtime, b"1", seen_inodes[key], uname, gname)
-                pieces.append(header)
-                pending += len(header)
-                continue
-            if key is not None:
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = seen_inodes.get(key)
+                if first is not None:
+                    header = _header(name, mode, 0, mtime, b"1", first, uname, gname)
+                    append(header)
+                    pending += len(header)
+                    continue
                 seen_inodes[key] = name
             if kind == s_iflnk:
                 try:
@@ -453,7 +463,7 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                 except OSError as exc:
                     raise _unreadable(path, exc) from exc
                 header = _header(name, mode, 0, mtime, b"2", target, uname, gname)
-                pieces.append(header)
+                append(header)
                 pending += len(header)
                 continue
             cap: Optional[bytes] = None
@@ -461,7 +471,7 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                 # listxattr answers [] for the common file with no attributes; getxattr would
                 # raise ENODATA, and building that exception costs twice the system call
                 try:
-                    if _CAP_XATTR in os.listxattr(fd):
+                    if _CAP_XATTR in listxattr(fd):
                         cap = os.getxattr(fd, _CAP_XATTR)
                 except OSError as exc:
                     if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -470,18 +480,25 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                     # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
                     cap = cap[:3] + b"\x02" + cap[4:20]
             size = st.st_size
-            owner = (st.st_uid, st.st_gid)
-            plain = plain_names.get(owner)
-            if plain is None:
-                plain = plain_names[owner] = (
-                    len(uname) <= 32 and len(gname) <= 32 and uname.isascii() and gname.isascii()
-                )
-            if plain and cap is None and len(name) <= 100 and name.isascii() and size <= _MAX_OCTAL_11 and 0 <= mtime <= _MAX_OCTAL_11:
-                header = _block(name, (mode & 0o7777) | s_ifreg, size, mtime, b"0", b"", uname, gname)
+            mtime_f = mtime_fields.get(mtime)
+            if mtime_f is None:
+                field = b"%011o\0" % mtime if 0 <= mtime <= _MAX_OCTAL_11 else b""  # b"": needs PAX
+                mtime_f = mtime_fields[mtime] = (field, sum(field))
+            if owner.plain and cap is None and len(name) <= 100 and name.isascii() and size <= max_size and mtime_f[0]:
+                # the common case, as _block would build it with fewer steps: what repeats is cached
+                mode_f = mode_fields.get(mode)
+                if mode_f is None:
+                    field = b"%07o\0" % ((mode & 0o7777) | s_ifreg)
+                    mode_f = mode_fields[mode] = (field, sum(field))
+                size_f = b"%011o\0" % size
+                checksum = owner.tail_sum + sum(name) + mode_f[1] + mtime_f[1] + sum(size_f)
+                append(pack_head(name, mode_f[0], _UID_GID, size_f, mtime_f[0], b"%06o\0 " % checksum))
+                append(owner.tail)
+                pending += _BLOCK
             else:
                 header = _header(name, mode, size, mtime, b"0", b"", uname, gname, cap=cap)
-            pieces.append(header)
-            pending += len(header)
+                append(header)
+                pending += len(header)
             if 0 < size < chunk_size:
                 # the common small file: one read, one byte more to tell a file that grew
                 try:
@@ -493,8 +510,10 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                         raise UsageError(f"{path} shrank while it was being sent; the build context would be corrupt")
                     warn(f"{path} grew while it was being sent; sent its first {size} bytes")
                     data = data[:size]
+                append(data)
                 pad = -size % _BLOCK
-                pieces.append(data + _ZEROS[:pad] if pad else data)
+                if pad:
+                    append(pads[pad])
                 pending += size + pad
                 continue
             remaining = size
@@ -516,17 +535,19 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                     # big reads go out as they are: no copy
                     if pieces:
                         yield b"".join(pieces)
-                        pieces, pending = [], 0
+                        pieces.clear()
+                        pending = 0
                     yield data
                 else:
-                    pieces.append(data)
+                    append(data)
                     pending += got
                     if pending >= chunk_size and remaining:
                         yield b"".join(pieces)
-                        pieces, pending = [], 0
+                        pieces.clear()
+                        pending = 0
             pad = -size % _BLOCK
             if pad:
-                pieces.append(_ZEROS[:pad])
+                append(pads[pad])
                 pending += pad
         finally:
             if fd >= 0:
@@ -534,8 +555,8 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
 
     if plan.dockerfile_source is not None:
         for extra in _outside_dockerfile_entries(plan, ignore_sent):
-            pieces.append(extra)
-    pieces.append(_END)
+            append(extra)
+    append(_END)
     yield b"".join(pieces)
 
 

@@ -357,6 +357,34 @@ def test_custom_dockerfile_excluded_by_the_patterns_is_still_sent_like_the_cli(t
     assert "ci/Dockerfile.x" in plan.entries and tar_of(plan) == body
 
 
+
+#: a VFS_CAP_REVISION_2 ``security.capability`` value: cap_net_raw permitted and effective
+_CAP_NET_RAW = bytes.fromhex("01000002") + (1 << 13).to_bytes(4, "little") + bytes(12)
+
+
+def test_headers_off_the_common_path_are_byte_identical_to_the_cli(tree: Path, cli_upload: Any) -> None:
+    """The stream's fast path serves the common file; these take the general one, and still match."""
+    old = write(tree / "old.txt", "1960")
+    os.utime(old, (-315619200, -315619200))  # before 1970: no ustar mtime
+    future = write(tree / "future.txt", "2300")
+    os.utime(future, (10_413_792_000, 10_413_792_000))  # past 8**11 seconds
+    capped = write(tree / "bin" / "ping", b"\x7fELF" + bytes(600), mode=0o755)
+    try:
+        os.setxattr(capped, "security.capability", _CAP_NET_RAW)
+    except OSError as exc:  # not root, or a filesystem without xattrs
+        if IN_CI:
+            pytest.fail(f"cannot set security.capability: {exc}", pytrace=False)
+        pytest.skip(f"cannot set security.capability: {exc}")
+    for i, (uid, gid) in enumerate(((0, 0), (1000, 1000), (0, 1000), (54321, 54321))):
+        owned = write(tree / "owners" / f"f{i}.txt", "o" * (500 + i))  # the 4th owner has no names
+        os.chown(owned, uid, gid)
+    write(tree / "big.bin", os.urandom(200_000))  # read in several chunks
+    body, _ = cli_upload(tree)
+    plan = plan_context(str(tree), warn=quiet)
+    got = tar_of(plan)
+    assert members(got)["bin/ping"][0].pax_headers["SCHILY.xattr.security.capability"]
+    assert got == body
+
 # ------------------------------------------------------------- Dockerfile-aware pruning
 
 @pytest.fixture
