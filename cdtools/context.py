@@ -648,8 +648,9 @@ def _header(
         typeflag, _ascii(linkname)[:100], _ascii(uname)[:32], _ascii(gname)[:32],
     )
     data = b"".join(_pax_record(key, records[key]) for key in sorted(records))
-    head, _, tail = name.rpartition(b"/")
-    pax_name = _ascii((head + b"/" if head else b"") + b"PaxHeaders.0/" + tail)[:100]
+    # Go: path.Join(path.Split(name)[0], "PaxHeaders.0", file); a directory's "dir/" has no file part
+    head, slash, tail = name.rpartition(b"/")
+    pax_name = _ascii(head + slash + b"PaxHeaders.0" + (b"/" + tail if tail else b""))[:100]
     return _block(pax_name, 0, len(data), 0, b"x", b"", b"", b"", dev=b"") + data + _padding(len(data)) + block
 
 

@@ -385,6 +385,27 @@ def test_headers_off_the_common_path_are_byte_identical_to_the_cli(tree: Path, c
     assert members(got)["bin/ping"][0].pax_headers["SCHILY.xattr.security.capability"]
     assert got == body
 
+
+def test_names_with_newlines_and_invalid_utf8_are_sent_like_the_cli(tmp_path: Path, cli_upload: Any) -> None:
+    """Go's strings are bytes: a name that is not UTF-8 goes as it is, and patterns match it byte for byte."""
+    root = tmp_path / "odd"
+    write(root / "Dockerfile", "FROM scratch\nCOPY . /ctx/\n")
+    base = os.fsencode(root)
+    for name in (b"new\nline.txt", b"bad\xff.txt", b"bad\xfe.log", b"d\xe9j\xe0/vu.txt", b"tab\there.log",
+                 b"keep\xff.log", b"nl\n/inner.txt"):
+        path = os.path.join(base, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(name)
+    (root / ".dockerignore").write_bytes(b"*.log\n!keep\xff.log\nnl?\n")
+    body, _ = cli_upload(root)
+    plan = plan_context(str(root), warn=quiet)
+    sent = {os.fsencode(rel) for rel in plan.entries}
+    assert {b"new\nline.txt", b"bad\xff.txt", b"keep\xff.log", b"d\xe9j\xe0/vu.txt"} <= sent
+    assert not sent & {b"bad\xfe.log", b"tab\there.log", b"nl\n/inner.txt"}
+    assert tar_of(plan) == body
+
+
 # ------------------------------------------------------------- Dockerfile-aware pruning
 
 @pytest.fixture
