@@ -159,10 +159,11 @@ def test_observed_case_on_the_daemon(tmp_path: Path, case: Dict[str, Any], engin
 
 # --------------------------------------------------- differential: the docker CLI
 
-NAMES = ["a", "b", "foo", "bar", "x.py", "y.txt", "Ab.PY", "ü.txt", "a+b", "x[1]", "sp ace", "#h", ".hid", "Dockerfile.x"]
+NAMES = ["a", "b", "foo", "bar", "x.py", "y.txt", "Ab.PY", "ü.txt", "a+b", "x[1]", "sp ace", "#h", ".hid", "Dockerfile.x",
+         "new\nline", "tab\tx"]
 TOKENS = [
     "*", "**", "?", "[a-c]", "[!x]", "foo", "bar", "*.py", "*.txt", "a", "b", "ü*", ".hid", "a+b", "x[1]", "sp ace",
-    "d", "e", "x.p?", "[^a]*", "A*", "x[",  # "x[" fails docker's pattern check: both sides must refuse it
+    "d", "e", "x.p?", "[^a]*", "A*", "new?line", "tab*", "x[",  # "x[" fails docker's pattern check: both sides must refuse it
 ]
 
 
