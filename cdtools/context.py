@@ -54,6 +54,7 @@ _ZEROS = bytes(_BLOCK)
 _END = bytes(2 * _BLOCK)  # Go's tar writer ends with two zero blocks, no record padding
 _HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12x")
 _MAX_OCTAL_11 = 0o77777777777
+_GO_ZERO_TIME = -62135596800  # time.Time{}.Unix()
 _CAP_XATTR = "security.capability"
 
 
@@ -392,7 +393,7 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
     mtime_fields: Dict[int, Tuple[bytes, int]] = {}
     pieces: List[bytes] = []
     pending = 0
-    xattrs = True
+    no_xattrs: Set[int] = set()  # devices whose filesystem has no extended attributes
     rewrite_ignore = plan.dockerfile_source is not None
     ignore_sent = False
     extra_ignore = b"\n" + plan.dockerfile.encode() + b"\n"
@@ -431,28 +432,49 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                 uid, gid = st.st_uid, st.st_gid
                 owner = owners.get((uid, gid)) or owners.setdefault((uid, gid), _Owner(uid, gid))
             uname, gname = owner.uname, owner.gname
+            if kind != s_ifreg and kind != s_ifdir and kind != s_iflnk:
+                warn(f"skipping {path}: sockets, FIFOs and devices are not sent")
+                continue
+            # the CLI reads security.capability for every entry, directories and links too
+            cap: Optional[bytes] = None
+            if st.st_dev not in no_xattrs:
+                # listxattr answers [] for the common file with no attributes; getxattr would
+                # raise ENODATA, and building that exception costs twice the system call
+                try:
+                    if fd >= 0:
+                        if _CAP_XATTR in listxattr(fd):
+                            cap = os.getxattr(fd, _CAP_XATTR)
+                    elif _CAP_XATTR in listxattr(path, follow_symlinks=False):
+                        cap = os.getxattr(path, _CAP_XATTR, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                        no_xattrs.add(st.st_dev)  # this filesystem has none; stop asking it
+                if cap is not None and len(cap) > 3 and cap[3] == 3:
+                    # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
+                    cap = cap[:3] + b"\x02" + cap[4:20]
             if kind == s_ifdir:
-                header = _header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname)
+                header = _header(name + b"/", mode, 0, mtime, b"5", b"", uname, gname, cap=cap)
                 append(header)
                 pending += len(header)
                 continue
-            if kind != s_ifreg and kind != s_iflnk:
-                warn(f"skipping {path}: sockets, FIFOs and devices are not sent")
-                continue
             if rewrite_ignore and rel == ".dockerignore":
+                # the CLI rewrites this entry's content and keeps the rest of its header; a later
+                # name of the same file goes as a link to it (the CLI fails when it is the later name)
                 ignore_sent = True
                 content = _read_small(path) + extra_ignore
-                header = _header(name, s_ifreg | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname)
+                header = _header(name, s_ifreg | (mode & 0o7777), len(content), mtime, b"0", b"", uname, gname, cap=cap)
                 append(header)
                 append(content + _padding(len(content)))
                 pending += len(header) + len(pieces[-1])
+                if st.st_nlink > 1:
+                    seen_inodes.setdefault((st.st_dev, st.st_ino), name)
                 continue
             # a second name of the same inode goes as a link entry to the first, as the CLI does
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 first = seen_inodes.get(key)
                 if first is not None:
-                    header = _header(name, mode, 0, mtime, b"1", first, uname, gname)
+                    header = _header(name, mode, 0, mtime, b"1", first, uname, gname, cap=cap)
                     append(header)
                     pending += len(header)
                     continue
@@ -462,23 +484,10 @@ def _tar_chunks(plan: ContextPlan, chunk_size: int, warn: Callable[[str], None])
                     target = fsencode(os.readlink(path))
                 except OSError as exc:
                     raise _unreadable(path, exc) from exc
-                header = _header(name, mode, 0, mtime, b"2", target, uname, gname)
+                header = _header(name, mode, 0, mtime, b"2", target, uname, gname, cap=cap)
                 append(header)
                 pending += len(header)
                 continue
-            cap: Optional[bytes] = None
-            if xattrs:
-                # listxattr answers [] for the common file with no attributes; getxattr would
-                # raise ENODATA, and building that exception costs twice the system call
-                try:
-                    if _CAP_XATTR in listxattr(fd):
-                        cap = os.getxattr(fd, _CAP_XATTR)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                        xattrs = False  # this filesystem has none; stop asking
-                if cap is not None and len(cap) > 3 and cap[3] == 3:
-                    # VFS_CAP_REVISION_3 -> 2: root uid means nothing outside this namespace
-                    cap = cap[:3] + b"\x02" + cap[4:20]
             size = st.st_size
             mtime_f = mtime_fields.get(mtime)
             if mtime_f is None:
@@ -615,7 +624,8 @@ def _header(
         and name.isascii() and linkname.isascii() and uname.isascii() and gname.isascii()
     ):
         return _block(name, (mode & 0o7777) | stat.S_IFMT(mode), size, mtime, typeflag, linkname, uname, gname)
-    seconds = mtime
+    # Go's zero time (0001-01-01) is written as 0, with no PAX record
+    seconds = 0 if mtime == _GO_ZERO_TIME else mtime
     # Go's archive/tar: plain USTAR whenever every value fits it (a long ASCII path may
     # be split into prefix + name); otherwise PAX records for the values that do not fit
     records: Dict[str, bytes] = {}
@@ -649,8 +659,9 @@ def _header(
     )
     data = b"".join(_pax_record(key, records[key]) for key in sorted(records))
     # Go: path.Join(path.Split(name)[0], "PaxHeaders.0", file); a directory's "dir/" has no file part
+    # then, as its writeRawFile: ASCII only, 100 bytes at most, no trailing "/"
     head, slash, tail = name.rpartition(b"/")
-    pax_name = _ascii(head + slash + b"PaxHeaders.0" + (b"/" + tail if tail else b""))[:100]
+    pax_name = _ascii(head + slash + b"PaxHeaders.0" + (b"/" + tail if tail else b""))[:100].rstrip(b"/")
     return _block(pax_name, 0, len(data), 0, b"x", b"", b"", b"", dev=b"") + data + _padding(len(data)) + block
 
 

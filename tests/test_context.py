@@ -254,8 +254,12 @@ def test_dockerfile_outside_the_context_travels_under_a_generated_name(tmp_path:
     assert got[".dockerignore"][1] == f".dockerignore\n{plan.dockerfile}\n".encode()
 
     write(context / ".dockerignore", "*.log")
+    os.link(context / ".dockerignore", context / "z_copy")
     plan = plan_context(str(context), str(outside))
-    assert members(tar_of(plan))[".dockerignore"][1] == f"*.log\n{plan.dockerfile}\n".encode()
+    got = members(tar_of(plan))
+    assert got[".dockerignore"][1] == f"*.log\n{plan.dockerfile}\n".encode()
+    # a second name of the rewritten file links to it, as the CLI sends it: both hold the new text
+    assert got["z_copy"][0].islnk() and got["z_copy"][0].linkname == ".dockerignore"
 
 
 def test_buildkit_dockerfile_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
@@ -375,6 +379,13 @@ def test_headers_off_the_common_path_are_byte_identical_to_the_cli(tree: Path, c
         if IN_CI:
             pytest.fail(f"cannot set security.capability: {exc}", pytrace=False)
         pytest.skip(f"cannot set security.capability: {exc}")
+    os.link(capped, tree / "bin" / "ping6")  # a link entry carries the capability too
+    (tree / "capdir").mkdir()
+    os.setxattr(tree / "capdir", "security.capability", _CAP_NET_RAW)  # as do directories
+    os.symlink("bin/ping", tree / "capsym")
+    os.setxattr(tree / "capsym", "security.capability", _CAP_NET_RAW, follow_symlinks=False)  # and symlinks
+    write(tree / "é", "all of the last name is non-ASCII: Go names its PAX header 'PaxHeaders.0'")
+    write(tree / ("h" * 86 + "/" + "t" * 120), "the PAX header name is cut to 100 bytes just after a '/'")
     for i, (uid, gid) in enumerate(((0, 0), (1000, 1000), (0, 1000), (54321, 54321))):
         owned = write(tree / "owners" / f"f{i}.txt", "o" * (500 + i))  # the 4th owner has no names
         os.chown(owned, uid, gid)
@@ -382,7 +393,8 @@ def test_headers_off_the_common_path_are_byte_identical_to_the_cli(tree: Path, c
     body, _ = cli_upload(tree)
     plan = plan_context(str(tree), warn=quiet)
     got = tar_of(plan)
-    assert members(got)["bin/ping"][0].pax_headers["SCHILY.xattr.security.capability"]
+    for capable in ("bin/ping", "bin/ping6", "capdir", "capsym"):
+        assert members(got)[capable][0].pax_headers["SCHILY.xattr.security.capability"]
     assert got == body
 
 
