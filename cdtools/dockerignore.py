@@ -13,8 +13,9 @@ What is exact here, on purpose, including what other clients get wrong:
   leading ``/`` (``!`` kept in front);
 * matching is case-sensitive, ``*``/``?`` never cross ``/``, ``**`` spans directories;
   a pattern is a Go regular expression after ``* ? . $ \\`` are translated, so other
-  regexp characters (``+ ( ) | { } [ ]``) act as regexp syntax, as in Docker
-  (``a+b`` excludes ``ab`` but keeps ``a+b``; ``x[1].txt`` never matches ``x[1].txt``);
+  regexp characters (``+ ( ) | { } [ ]``) act as Go regexp syntax, as in Docker
+  (``a+b`` excludes ``ab`` but keeps ``a+b``; ``x[1].txt`` never matches ``x[1].txt``),
+  read by ``cdtools.goregexp`` as Go reads them;
 * a path is also excluded when its first N parent components match an N-component
   pattern -- only that one prefix is tried, so ``foo/**/bar`` hides ``foo/x/y/bar/z``
   only through walk pruning, never by itself (20.10's ``Matches``, not the later
@@ -25,9 +26,9 @@ What is exact here, on purpose, including what other clients get wrong:
 from __future__ import annotations
 
 import re
-import warnings
 from typing import List, Optional, Pattern, Sequence, Tuple
 
+from cdtools import goregexp
 from cdtools.errors import UsageError
 
 #: what Go's ``unicode.IsSpace`` accepts, for ``strings.TrimSpace``
@@ -38,11 +39,6 @@ GO_SPACE = (
 _UTF8_BOM = b"\xef\xbb\xbf"
 #: bufio.Scanner's default token limit: a longer line fails the CLI's read
 _MAX_LINE = 64 * 1024 - 1
-#: a pattern character Go's text/scanner reads as U+FFFD matches any byte Go reads as U+FFFD
-_RUNE_ERROR_CLASS = "[\ufffd\udc80-\udcff]"
-#: Go regexp escapes that mean the same in Python's ``re`` (ASCII classes in both)
-_SAME_ESCAPES = {c: "\\" + c for c in "dDwWbBAtnrfav"}
-_SAME_ESCAPES.update({"s": "[\\t\\n\\f\\r ]", "S": "[^\\t\\n\\f\\r ]", "z": "\\Z"})
 
 
 def go_trim_space(text: str) -> str:
@@ -128,7 +124,8 @@ class IgnorePattern:
         self._regex = _compile(text)
 
     def match(self, path: str) -> bool:
-        return self._regex.match(path) is not None
+        # Go's MatchString searches: "a|b" compiles to ^a|b$, which matches "xb"
+        return self._regex.search(path) is not None
 
     def __repr__(self) -> str:
         return f"IgnorePattern({'!' if self.exclusion else ''}{self.text!r})"
@@ -215,7 +212,24 @@ def daemon_removes(patterns: Sequence[str], dockerfile: str) -> Tuple[str, ...]:
 
 
 def _compile(text: str) -> Pattern[str]:
-    """The regexp moby's ``Pattern.compile`` builds from a pattern, in Python ``re`` syntax."""
+    """moby's ``Pattern.compile``: the pattern as a Go regexp, then that regexp in Python's ``re``."""
+    what = f".dockerignore pattern {text!r}"
+    source = goregexp.translate(_go_regexp(text), what=what)
+    try:
+        return re.compile(source)
+    except re.error as exc:  # Go accepts it (translate did), Python can't say it
+        raise UsageError(f"{what} uses regexp syntax cdtools does not support ({exc})") from exc
+
+
+def _go_regexp(text: str) -> str:
+    """The Go regexp source moby 20.10's ``Pattern.compile`` writes for a cleaned pattern.
+
+    It reads the pattern with Go's ``text/scanner``, which skips a BOM as the very first
+    character and reads a byte that is not UTF-8 as U+FFFD; ``* ** ? . $`` and ``\\x``
+    are rewritten, every other character goes into the regexp as it is.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
     out = ["^"]
     i, n = 0, len(text)
     while i < n:
@@ -235,30 +249,17 @@ def _compile(text: str) -> Pattern[str]:
             out.append("\\" + ch)
         elif ch == "\\":
             # a trailing backslash is rejected earlier by the glob syntax check
-            esc = text[i]
+            out.append("\\" + _scanned(text[i]) if i < n else "\\")
             i += 1
-            out.append(_escape(esc, text))
-        elif ch == "\ufffd" or "\udc80" <= ch <= "\udcff":
-            out.append(_RUNE_ERROR_CLASS)
-        elif ch == "(" and text.startswith("?", i):
-            raise UsageError(f".dockerignore: pattern {text!r} uses a regexp group cdtools does not support")
         else:
-            out.append(ch)  # Docker hands every other character to the regexp engine as is
-    out.append("\\Z")  # Go's `$`; Python's `$` would also match before a final newline
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "possible nested set": `[` inside a class, as in RE2
-        try:
-            return re.compile("".join(out))
-        except re.error as exc:
-            raise UsageError(f".dockerignore: syntax error in pattern {text!r}: {exc}") from exc
+            out.append(_scanned(ch))
+    out.append("$")
+    return "".join(out)
 
 
-def _escape(ch: str, text: str) -> str:
-    if ch.isascii() and ch.isalnum():
-        if ch in _SAME_ESCAPES:
-            return _SAME_ESCAPES[ch]
-        raise UsageError(f".dockerignore: pattern {text!r} uses the regexp escape \\{ch}, which cdtools does not support")
-    return re.escape(ch)
+def _scanned(ch: str) -> str:
+    """A pattern character as text/scanner reads it: a byte that is not UTF-8 is U+FFFD."""
+    return "\ufffd" if "\udc80" <= ch <= "\udcff" else ch
 
 
 def _valid_go_glob(pattern: str) -> bool:

@@ -351,6 +351,18 @@ def engine_api(engine_available: Engine) -> EngineAPI:
     return EngineAPI(engine_available.socket_path)
 
 
+@pytest.fixture
+def cli_upload(tmp_path: Path) -> Iterator[Any]:
+    """``upload(context, dockerfile=None) -> (body, query)``: what Debian's docker 20.10 CLI uploads."""
+    import contextkit
+
+    if not os.path.exists(contextkit.DOCKER_CLI):
+        if IN_CI:
+            pytest.fail(f"{contextkit.DOCKER_CLI} (Debian docker.io) is missing", pytrace=False)
+        pytest.skip(f"{contextkit.DOCKER_CLI} (Debian docker.io) is not installed")
+    yield from contextkit.cli_uploader(tmp_path)
+
+
 # -- per test ------------------------------------------------------------------------------------
 
 

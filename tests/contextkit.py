@@ -7,14 +7,17 @@ classic builder via ``POST /build``) and through the Debian docker 20.10 CLI wit
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
 import os
+import socketserver
 import subprocess
 import tarfile
+import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10 client, not a newer one on PATH
 COPY_ALL = "FROM scratch\nCOPY . /ctx/\n"
@@ -115,3 +118,84 @@ def tar_files(data: bytes, under: str = "") -> FileTable:
 
 def remove_image(api: Any, ref: str) -> None:
     api.request("DELETE", f"/images/{urllib.parse.quote(ref, safe='')}?force=1&noprune=0")
+
+
+# ------------------------------------------------------------- what the CLI uploads
+
+class CLICapture(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    body = b""
+    query = ""
+
+    def get_request(self) -> Any:
+        conn, _ = super().get_request()
+        return conn, ("local", 0)
+
+
+class _UploadReceiver(http.server.BaseHTTPRequestHandler):
+    """Answers the docker CLI enough to receive one /build upload."""
+
+    protocol_version = "HTTP/1.1"
+    server: CLICapture
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Api-Version", "1.41")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self._send(200, b"")
+
+    def do_GET(self) -> None:
+        self._send(200 if "_ping" in self.path else 404, b"OK" if "_ping" in self.path else b"{}")
+
+    def do_POST(self) -> None:
+        data = b""
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.body, self.server.query = data, self.path
+        self._send(200, json.dumps({"aux": {"ID": "sha256:" + "0" * 64}}).encode() + b"\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class CLIRefused(Exception):
+    """The reference CLI refused the build before uploading anything; the message is its output."""
+
+
+def cli_uploader(workdir: Path) -> Iterator[Any]:
+    """``upload(context, dockerfile=None) -> (body, query)`` as the docker 20.10 CLI sends them.
+
+    A fake daemon on a unix socket under ``workdir`` receives the upload; a CLI that exits
+    non-zero raises :class:`CLIRefused` with its output.
+    """
+    sock = str(workdir / "fake.sock")
+    server = CLICapture(sock, _UploadReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def upload(context: Path, dockerfile: Optional[Path] = None) -> Tuple[bytes, str]:
+        cmd = [DOCKER_CLI, "build", "-q"] + (["-f", str(dockerfile)] if dockerfile else []) + [str(context)]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise CLIRefused((proc.stdout + proc.stderr).strip())
+        return server.body, server.query
+
+    try:
+        yield upload
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,24 +7,21 @@ the real daemon: images built from a pruned context equal those built from the f
 from __future__ import annotations
 
 import gzip
-import http.server
 import io
 import json
 import os
 import pwd
 import socket
-import socketserver
 import stat
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from contextkit import DOCKER_CLI, FileTable, build_with_plan, image_files
+from contextkit import FileTable, build_with_plan, image_files
 from cdtools.context import ContextPlan, plan_context, stream_context
 from cdtools.dockerfile import ImageConfig
 from cdtools.errors import UsageError
@@ -269,79 +266,6 @@ def test_buildkit_dockerfile_is_refused_before_anything_is_sent(tmp_path: Path) 
 
 
 # ------------------------------------------------------------- what the CLI uploads
-
-class _Capture(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    body = b""
-    query = ""
-
-    def get_request(self) -> Any:
-        conn, _ = super().get_request()
-        return conn, ("local", 0)
-
-
-class _FakeDaemon(http.server.BaseHTTPRequestHandler):
-    """Answers the docker CLI enough to receive one /build upload."""
-
-    protocol_version = "HTTP/1.1"
-    server: _Capture
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Api-Version", "1.41")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_HEAD(self) -> None:
-        self._send(200, b"")
-
-    def do_GET(self) -> None:
-        self._send(200 if "_ping" in self.path else 404, b"OK" if "_ping" in self.path else b"{}")
-
-    def do_POST(self) -> None:
-        data = b""
-        if self.headers.get("Transfer-Encoding") == "chunked":
-            while True:
-                size = int(self.rfile.readline().strip(), 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        else:
-            data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.body, self.server.query = data, self.path
-        self._send(200, json.dumps({"aux": {"ID": "sha256:" + "0" * 64}}).encode() + b"\n")
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def cli_upload(tmp_path: Path) -> Iterator[Any]:
-    """``upload(context, dockerfile=None) -> (body, query)`` as the docker 20.10 CLI sends them."""
-    if not os.path.exists(DOCKER_CLI):
-        if IN_CI:
-            pytest.fail(f"{DOCKER_CLI} (Debian docker.io) is missing", pytrace=False)
-        pytest.skip(f"{DOCKER_CLI} (Debian docker.io) is not installed")
-    sock = str(tmp_path / "fake.sock")
-    server = _Capture(sock, _FakeDaemon)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def upload(context: Path, dockerfile: Optional[Path] = None) -> Tuple[bytes, str]:
-        cmd = [DOCKER_CLI, "build", "-q"] + (["-f", str(dockerfile)] if dockerfile else []) + [str(context)]
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_HOST": f"unix://{sock}", "DOCKER_BUILDKIT": "0"}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return server.body, server.query
-
-    yield upload
-    server.shutdown()
-    server.server_close()
-
 
 def test_stream_is_byte_identical_to_the_cli_upload(tree: Path, cli_upload: Any) -> None:
     write(tree / ".dockerignore", "data/*.bin\n!data/hard.bin\n*.txt\n!ünïcødé.txt\nDockerfile\n")

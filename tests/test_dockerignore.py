@@ -13,6 +13,7 @@ import pytest
 
 from contextkit import (
     DOCKER_CLI,
+    CLIRefused,
     build_with_cli,
     build_with_plan,
     image_files,
@@ -20,7 +21,7 @@ from contextkit import (
     remove_image,
 )
 from cdtools import dockerignore
-from cdtools.context import ContextPlan, plan_context
+from cdtools.context import ContextPlan, plan_context, stream_context
 from cdtools.errors import UsageError
 
 CASES = json.loads((Path(__file__).parent / "data" / "dockerignore.json").read_text())["cases"]
@@ -155,6 +156,51 @@ def test_observed_case_on_the_daemon(tmp_path: Path, case: Dict[str, Any], engin
     assert sorted(n for n, (kind, _, _) in files.items() if kind != "dir") == sorted(case["kept"])
     for link, target in (case.get("symlinks") or {}).items():
         assert files[link] == ("symlink", 0o777, target)
+
+
+# ------------------------------------------- regexp syntax: what Go's regexp makes of it
+
+#: (.dockerignore, files): characters that are not glob syntax act as Go regexp syntax in
+#: Docker; Python's re reads each of these differently (a reviewer's repros, checked on the CLI)
+REGEXP_DIALECT = {
+    "bom-opens-a-later-pattern": (b"# c\n\xef\xbb\xbfsecret.txt\n", ["secret.txt", "\ufeffsecret.txt"]),
+    "bom-after-bang": (b"*.txt\n!\xef\xbb\xbfkeep.txt\n", ["keep.txt", "\ufeffkeep.txt"]),
+    "brace-without-min-is-literal": (b"x{,2}y\nz{,}\n", ["y", "xy", "x{,2}y", "z", "z{,}"]),
+    "brace-repeat": (b"a{2}\nb{1,2}c\n", ["a", "aa", "a{2}", "bc", "bbc", "bbbc"]),
+    "posix-class": (b"[[:digit:]].txt\n", ["5.txt", "d].txt", ":].txt"]),
+    "posix-class-negated": (b"[[:^alpha:]]\n", ["5", "a", "_"]),
+    "perl-class-in-brackets": (b"a[\\s_]b\nc[\\S]d\n", ["a_b", "a b", "c_d", "c d"]),
+    "perl-classes-are-ascii": (b"a\\w\nb\\d\nc\\W\n", ["ab", "a\u00e9", "b1", "b\u0663", "c\u00e9", "c_"]),
+    "class-escape-then-dash": (b"[\\w-z]\n", ["a", "-", "z", "+"]),
+    "alternation-searches": (b"a|b\n", ["xb", "ax", "b"]),
+    "alternation-empty-side": (b"zz|\n", ["other", "zz"]),
+    "alternation-with-glob": (b"nomatch|*.log\n", ["sub/x.log", "y.txt"]),
+    "plus-and-group": (b"(ab)+c\nd+\n", ["abc", "ababc", "ac", "d", "ddd", "d+"]),
+    "escapes": (b"\\x41\n\\x{42}\n\\103\n\\Q*\\E\n", ["A", "B", "C", "*", "x41"]),
+}
+
+
+@pytest.mark.parametrize("ignore, files", list(REGEXP_DIALECT.values()), ids=list(REGEXP_DIALECT))
+def test_regexp_syntax_in_patterns_is_read_as_go_reads_it(tmp_path: Path, cli_upload: Any, ignore: bytes,
+                                                          files: List[str]) -> None:
+    root = tmp_path / "ctx"
+    make_case_tree(root, {"files": files})
+    (root / ".dockerignore").write_bytes(ignore)
+    body, _ = cli_upload(root)
+    plan = plan_context(str(root), warn=lambda message: None)
+    assert b"".join(stream_context(plan, warn=lambda message: None)) == body
+
+
+@pytest.mark.parametrize("pattern", [b"a++", b"a*+", b"a**b{2}{3}", "\\\u00e9".encode(), b"a{1001}", b"[\\b]",
+                                     b"[[:nope:]]", b"(a", b"a)", b"[z-a]", b"+a|+b", b"\\8"])
+def test_patterns_go_refuses_are_refused_as_the_cli_does(tmp_path: Path, cli_upload: Any, pattern: bytes) -> None:
+    root = tmp_path / "ctx"
+    make_case_tree(root, {"files": ["a"]})
+    (root / ".dockerignore").write_bytes(pattern + b"\n")
+    with pytest.raises(CLIRefused, match="syntax error in pattern|error checking context"):
+        cli_upload(root)
+    with pytest.raises(UsageError, match="syntax error"):
+        plan_context(str(root), warn=lambda message: None)
 
 
 # --------------------------------------------------- differential: the docker CLI
