@@ -147,7 +147,7 @@ class PatternMatcher:
                 if len(text) == 1:
                     raise UsageError('.dockerignore: illegal exclusion pattern: "!"')
                 text = text[1:]
-            if not _valid_go_glob(text):
+            if not _glob_accepted(text):
                 raise UsageError(f".dockerignore: syntax error in pattern {raw!r}")
             compiled.append(IgnorePattern(text, exclusion))
         self.patterns: Tuple[IgnorePattern, ...] = tuple(compiled)
@@ -248,7 +248,7 @@ def _go_regexp(text: str) -> str:
         elif ch in ".$":
             out.append("\\" + ch)
         elif ch == "\\":
-            # a trailing backslash is rejected earlier by the glob syntax check
+            # a trailing backslash escapes the closing $, as in Go (when the glob check let it pass)
             out.append("\\" + _scanned(text[i]) if i < n else "\\")
             i += 1
         else:
@@ -262,47 +262,136 @@ def _scanned(ch: str) -> str:
     return "\ufffd" if "\udc80" <= ch <= "\udcff" else ch
 
 
-def _valid_go_glob(pattern: str) -> bool:
-    """Whether Go's ``filepath.Match`` accepts ``pattern`` (the CLI checks it up front)."""
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                return False
-            i += 2
-        elif ch == "[":
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            ranges = 0
-            while True:
-                if i < n and pattern[i] == "]" and ranges > 0:
-                    i += 1
+def _glob_accepted(pattern: str) -> bool:
+    """Whether ``filepath.Match(pattern, ".")`` returns no error: the check the CLI makes.
+
+    Go (1.19, which built Debian's 20.10 CLI) checks only what it reads while matching:
+    the whole of each chunk it tries, but nothing after a chunk that fails outside a
+    ``*``. So ``[a-]`` and ``a[a-]`` are refused while ``a*[a-]`` passes (its regexp is fine
+    too, so Docker applies it). Worked on the pattern's bytes, as Go does.
+    """
+    pat = pattern.encode("utf-8", "surrogateescape")
+    name = b"."
+    while pat:
+        star, chunk, pat = _scan_chunk(pat)
+        if star and not chunk:
+            return True  # a trailing star matches, or not, without more checks
+        rest, ok, bad = _match_chunk(chunk, name)
+        if bad:
+            return False
+        if ok and (not rest or pat):
+            name = rest
+            continue
+        skipped = False  # after a star: the chunk matches further on, so matching goes on
+        if star:
+            for i in range(len(name)):
+                if name[i:i + 1] == b"/":
                     break
-                i = _glob_class_char(pattern, i)
-                if i < 0:
+                rest, ok, bad = _match_chunk(chunk, name[i + 1:])
+                if ok and (pat or not rest):
+                    name, skipped = rest, True
+                    break
+                if bad:
                     return False
-                if pattern[i] == "-":
-                    i = _glob_class_char(pattern, i + 1)
-                    if i < 0:
-                        return False
-                ranges += 1
-        else:
-            i += 1
+        if not skipped:
+            return True  # no match, and Go looks no further
     return True
 
 
-def _glob_class_char(pattern: str, i: int) -> int:
-    """Go's ``getEsc``: the index after one class character, or -1 for a bad pattern."""
-    n = len(pattern)
-    if i >= n or pattern[i] in "-]":
-        return -1
-    if pattern[i] == "\\":
+def _scan_chunk(pat: bytes) -> Tuple[bool, bytes, bytes]:
+    """Go's ``scanChunk``: (leading stars?, the chunk up to the next star outside a class, the rest)."""
+    star = False
+    while pat[:1] == b"*":
+        pat, star = pat[1:], True
+    in_range, i = False, 0
+    while i < len(pat):
+        c = pat[i:i + 1]
+        if c == b"\\":
+            if i + 1 < len(pat):
+                i += 1
+        elif c == b"[":
+            in_range = True
+        elif c == b"]":
+            in_range = False
+        elif c == b"*" and not in_range:
+            break
         i += 1
-        if i >= n:
-            return -1
-    if "\udc80" <= pattern[i] <= "\udcff":  # an invalid UTF-8 byte
-        return -1
-    i += 1
-    return i if i < n else -1
+    return star, pat[:i], pat[i:]
+
+
+def _match_chunk(chunk: bytes, s: bytes) -> Tuple[bytes, bool, bool]:
+    """Go's ``matchChunk``: (rest of ``s``, matched, bad pattern); it reads all of the chunk."""
+    failed = False
+    while chunk:
+        if not failed and not s:
+            failed = True
+        c = chunk[:1]
+        if c == b"[":
+            r = -1
+            if not failed:
+                r, n = _decode_rune(s)
+                s = s[n:]
+            chunk = chunk[1:]
+            negated = chunk[:1] == b"^"
+            if negated:
+                chunk = chunk[1:]
+            match, ranges = False, 0
+            while True:
+                if chunk[:1] == b"]" and ranges > 0:
+                    chunk = chunk[1:]
+                    break
+                lo, chunk, bad = _get_esc(chunk)
+                if bad:
+                    return b"", False, True
+                hi = lo
+                if chunk[:1] == b"-":
+                    hi, chunk, bad = _get_esc(chunk[1:])
+                    if bad:
+                        return b"", False, True
+                if lo <= r <= hi:
+                    match = True
+                ranges += 1
+            if match == negated:
+                failed = True
+        elif c == b"?":
+            if not failed:
+                if s[:1] == b"/":
+                    failed = True
+                s = s[_decode_rune(s)[1]:]
+            chunk = chunk[1:]
+        else:
+            if c == b"\\":
+                chunk = chunk[1:]
+                if not chunk:
+                    return b"", False, True
+            if not failed:
+                if chunk[:1] != s[:1]:
+                    failed = True
+                s = s[1:]
+            chunk = chunk[1:]
+    if failed:
+        return b"", False, False
+    return s, True, False
+
+
+def _get_esc(chunk: bytes) -> Tuple[int, bytes, bool]:
+    """Go's ``getEsc``: (one class character, the rest, bad pattern)."""
+    if not chunk or chunk[:1] in (b"-", b"]"):
+        return 0, chunk, True
+    if chunk[:1] == b"\\":
+        chunk = chunk[1:]
+        if not chunk:
+            return 0, chunk, True
+    r, n = _decode_rune(chunk)
+    rest = chunk[n:]
+    return r, rest, r == 0xFFFD and n == 1 or not rest
+
+
+def _decode_rune(data: bytes) -> Tuple[int, int]:
+    """Go's ``utf8.DecodeRune``: (rune, bytes read); (U+FFFD, 1) for a byte that starts none."""
+    for n in (1, 2, 3, 4):
+        try:
+            return ord(data[:n].decode("utf-8")), n
+        except UnicodeDecodeError:
+            continue
+    return 0xFFFD, 1 if data else 0

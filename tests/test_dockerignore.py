@@ -177,6 +177,8 @@ REGEXP_DIALECT = {
     "alternation-with-glob": (b"nomatch|*.log\n", ["sub/x.log", "y.txt"]),
     "plus-and-group": (b"(ab)+c\nd+\n", ["abc", "ababc", "ac", "d", "ddd", "d+"]),
     "escapes": (b"\\x41\n\\x{42}\n\\103\n\\Q*\\E\n", ["A", "B", "C", "*", "x41"]),
+    # Go's filepath.Match checks only what it reads: nothing after a chunk that fails
+    "glob-checked-up-to-the-first-miss": (b"a*[a-]\ntab*/[\\d-]*\nb*\\\n", ["a", "ab", "a-", "tab/5", "tab/-", "b$"]),
 }
 
 
@@ -192,7 +194,8 @@ def test_regexp_syntax_in_patterns_is_read_as_go_reads_it(tmp_path: Path, cli_up
 
 
 @pytest.mark.parametrize("pattern", [b"a++", b"a*+", b"a**b{2}{3}", "\\\u00e9".encode(), b"a{1001}", b"[\\b]",
-                                     b"[[:nope:]]", b"(a", b"a)", b"[z-a]", b"+a|+b", b"\\8"])
+                                     b"[[:nope:]]", b"(a", b"a)", b"[z-a]", b"+a|+b", b"\\8",
+                                     b"[a-]", b"a[a-]", b"*/[a-]", b".*[a-]", b"a?[a-]", b"a\\"])
 def test_patterns_go_refuses_are_refused_as_the_cli_does(tmp_path: Path, cli_upload: Any, pattern: bytes) -> None:
     root = tmp_path / "ctx"
     make_case_tree(root, {"files": ["a"]})
@@ -210,6 +213,8 @@ NAMES = ["a", "b", "foo", "bar", "x.py", "y.txt", "Ab.PY", "ü.txt", "a+b", "x[1
 TOKENS = [
     "*", "**", "?", "[a-c]", "[!x]", "foo", "bar", "*.py", "*.txt", "a", "b", "ü*", ".hid", "a+b", "x[1]", "sp ace",
     "d", "e", "x.p?", "[^a]*", "A*", "new?line", "tab*", "x[",  # "x[" fails docker's pattern check: both sides must refuse it
+    # Go regexp syntax, as Docker lets it through: both sides must read (or refuse) it alike
+    "a+", "(a|b)*", "fo{2}", "[[:alpha:]]*", "\\w*", "b|c", "x{,1}", "[\\d-]*",
 ]
 
 
