@@ -75,12 +75,12 @@ def parse(data: bytes) -> List[str]:
         lines.pop()  # bufio.ScanLines yields no empty token after a final newline
     patterns: List[str] = []
     for number, raw in enumerate(lines):
+        if len(raw) > _MAX_LINE:  # measured as the scanner reads it: with its \r and BOM
+            raise UsageError(f".dockerignore: line {number + 1} is longer than {_MAX_LINE} bytes")
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if number == 0 and raw.startswith(_UTF8_BOM):
             raw = raw[len(_UTF8_BOM):]
-        if len(raw) > _MAX_LINE:
-            raise UsageError(f".dockerignore: line {number + 1} is longer than {_MAX_LINE} bytes")
         # surrogateescape: names on disk decode the same way, so bytes compare as bytes
         text = raw.decode("utf-8", "surrogateescape")
         if text.startswith("#"):  # before trimming: " # x" is a pattern, as in Docker
@@ -219,6 +219,8 @@ def _compile(text: str) -> Pattern[str]:
         return re.compile(source)
     except re.error as exc:  # Go accepts it (translate did), Python can't say it
         raise UsageError(f"{what} uses regexp syntax cdtools does not support ({exc})") from exc
+    except RecursionError:  # Go allows 998 nested groups; Python's compiler gives up near 500
+        raise UsageError(f"{what} nests groups deeper than cdtools supports") from None
 
 
 def _go_regexp(text: str) -> str:

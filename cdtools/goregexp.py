@@ -28,6 +28,7 @@ _MAX_RUNE = 0x10FFFF
 _RUNE_ERROR = 0xFFFD
 _INVALID_BYTES = (0xDC80, 0xDCFF)  # surrogateescape's stand-ins for bytes that are not UTF-8
 _MAX_REPEAT = 1000
+_MAX_NESTING = 998  # Go 1.19 refuses deeper groups: "expression nests too deeply"
 
 _PERL = {
     "d": [(0x30, 0x39)],
@@ -130,8 +131,10 @@ def _char(code: int) -> str:
 
 
 def _literal(code: int) -> str:
-    if code == _RUNE_ERROR or _INVALID_BYTES[0] <= code <= _INVALID_BYTES[1]:
+    if code == _RUNE_ERROR:
         return _class([(_RUNE_ERROR, _RUNE_ERROR)])
+    if 0xD800 <= code <= 0xDFFF:
+        return "(?!)"  # a surrogate (only an escape can write one): Go reads none from a name
     return _char(code)
 
 
@@ -143,9 +146,13 @@ class _Translator:
         self.i = 0
         self.what = what
         self.out: List[str] = []
-        self.depth = 0
-        self.can_repeat = False  # the last thing written is an operand a repeat can apply to
-        self.last_repeat = False  # the last thing written is a repeat (Go refuses a** and a++)
+        # what a repeat would apply to: (where it starts in out, its weight), None after ( or |;
+        # the weight is the largest product of {n,m} counts nested in it (Go caps it at 1000)
+        self.operand: Optional[Tuple[int, int]] = None
+        self.repeated = False  # the operand ends in a repeat: another one needs it grouped
+        self.last_repeat = False  # the last token was a repeat (Go refuses a** and a++)
+        self.groups: List[Tuple[int, int]] = []  # open groups: (where, the weight outside it so far)
+        self.weight = 1  # the largest weight in the group being read
 
     # errors ---------------------------------------------------------------------
     def fail(self, reason: str, start: int, end: Optional[int] = None) -> UsageError:
@@ -165,15 +172,20 @@ class _Translator:
                 if s.startswith("?", self.i + 1):
                     raise self.unsupported("a regexp group or flag '(?'")
                 self.i += 1
-                self.depth += 1
+                if len(self.groups) >= _MAX_NESTING:
+                    raise self.fail("expression nests too deeply", 0, n)
+                self.groups.append((len(self.out), self.weight))
+                self.weight = 1
                 self.emit("(", operand=False)
             elif ch == ")":
-                if self.depth == 0:
+                if not self.groups:
                     self.i += 1
                     raise self.fail("unexpected )", start)
                 self.i += 1
-                self.depth -= 1
-                self.emit(")")
+                at, outside = self.groups.pop()
+                inside, self.weight = self.weight, max(outside, self.weight)
+                self.out.append(")")
+                self.operand, self.repeated, self.last_repeat = (at, inside), False, False
             elif ch == "|":
                 self.i += 1
                 self.emit("|", operand=False)
@@ -189,8 +201,8 @@ class _Translator:
                     low, high = bounds
                     if low > _MAX_REPEAT or high > _MAX_REPEAT or 0 <= high < low:
                         raise self.fail("invalid repeat count", start)
-                    self.repeat("{%d}" % low if high == low else "{%d,}" % low if high < 0 else "{%d,%d}" % (low, high),
-                                start)
+                    op = "{%d}" % low if high == low else "{%d,}" % low if high < 0 else "{%d,%d}" % (low, high)
+                    self.repeat(op, start, bounds=(low, high))
             elif ch == "^":
                 self.i += 1
                 self.emit("(?:^)")  # grouped: Go lets a repeat apply to an assertion, Python only to a group
@@ -207,26 +219,38 @@ class _Translator:
             else:
                 self.i += 1
                 self.emit(_literal(ord(ch)))
-        if self.depth:
+        if self.groups:
             raise self.fail("missing closing )", 0, n)
         return "".join(self.out)
 
     def emit(self, text: str, *, operand: bool = True) -> None:
+        self.operand = (len(self.out), 1) if operand else None
         self.out.append(text)
-        self.can_repeat = operand
-        self.last_repeat = False
+        self.repeated = self.last_repeat = False
 
-    def repeat(self, op: str, start: int) -> None:
+    def repeat(self, op: str, start: int, *, bounds: Optional[Tuple[int, int]] = None) -> None:
+        """Apply ``op`` to the operand; a {n,m} gives its ``bounds`` (m -1 when open)."""
         lazy = self.s.startswith("?", self.i)
         if lazy:
             self.i += 1
         if self.last_repeat:
             raise self.fail("invalid nested repetition operator", start)
-        if not self.can_repeat:
+        if self.operand is None:
             raise self.fail("missing argument to repetition operator", start)
+        at, weight = self.operand
+        if bounds is not None:  # Go's repeatIsValid: the counts nested along any path multiply
+            low, high = bounds
+            if high == 0:
+                weight = 1  # {0} hides what it holds from the checks above it
+            else:
+                weight *= max(high if high > 0 else low, 1)
+                if (low >= 2 or high >= 2) and weight > _MAX_REPEAT:
+                    raise self.fail("invalid repeat count", start)
+        if self.repeated:  # a repeat of a repeat (a+\Q\E+): Python needs the first one grouped
+            self.out[at:] = ["(?:" + "".join(self.out[at:]) + ")"]
         self.out.append(op + ("?" if lazy else ""))
-        self.can_repeat = False
-        self.last_repeat = True
+        self.operand, self.repeated, self.last_repeat = (at, weight), True, True
+        self.weight = max(self.weight, weight)
 
     def parse_repeat(self) -> Optional[Tuple[int, int]]:
         """``{n}``, ``{n,}`` (high -1) or ``{n,m}`` at the cursor, which moves past it; else None."""
@@ -267,6 +291,7 @@ class _Translator:
             end = s.find("\\E", self.i + 2)
             text = s[self.i + 2:] if end < 0 else s[self.i + 2:end]
             self.i = len(s) if end < 0 else end + 2
+            self.last_repeat = False  # a token even when empty: a+\Q\E+ is (a+)+ in Go
             for char in text:
                 self.emit(_literal(ord(char)))
         elif c in "pP":

@@ -177,6 +177,9 @@ REGEXP_DIALECT = {
     "alternation-with-glob": (b"nomatch|*.log\n", ["sub/x.log", "y.txt"]),
     "plus-and-group": (b"(ab)+c\nd+\n", ["abc", "ababc", "ac", "d", "ddd", "d+"]),
     "escapes": (b"\\x41\n\\x{42}\n\\103\n\\Q*\\E\n", ["A", "B", "C", "*", "x41"]),
+    "repeat-of-a-repeat-across-an-empty-quote": (b"a+\\Q\\E+\nb{2}\\Q\\E{2}\n", ["a", "aa", "bb", "bbbb", "bbb", "c"]),
+    "nested-counts-up-to-1000": (b"(a{2}){500}\n(b{0}){1000}\n(c{2,}){500}\n", ["aa", "a", "b", "cc", "ccc", "d"]),
+    "escaped-surrogates-match-nothing": (b"zz|\\x{DC80}\na*\\x{D800}\n(\\x{DC80})\n", ["\ufffd", "a\ufffd", "x"]),
     # Go's filepath.Match checks only what it reads: nothing after a chunk that fails
     "glob-checked-up-to-the-first-miss": (b"a*[a-]\ntab*/[\\d-]*\nb*\\\n", ["a", "ab", "a-", "tab/5", "tab/-", "b$"]),
 }
@@ -195,7 +198,9 @@ def test_regexp_syntax_in_patterns_is_read_as_go_reads_it(tmp_path: Path, cli_up
 
 @pytest.mark.parametrize("pattern", [b"a++", b"a*+", b"a**b{2}{3}", "\\\u00e9".encode(), b"a{1001}", b"[\\b]",
                                      b"[[:nope:]]", b"(a", b"a)", b"[z-a]", b"+a|+b", b"\\8",
-                                     b"[a-]", b"a[a-]", b"*/[a-]", b".*[a-]", b"a?[a-]", b"a\\"])
+                                     b"[a-]", b"a[a-]", b"*/[a-]", b".*[a-]", b"a?[a-]", b"a\\",
+                                     b"(a{2}){501}", b"((a{2}){2}){251}", b"(a{3,}){500}",
+                                     pytest.param(b"(" * 999 + b"a" + b")" * 999, id="999-nested-groups")])
 def test_patterns_go_refuses_are_refused_as_the_cli_does(tmp_path: Path, cli_upload: Any, pattern: bytes) -> None:
     root = tmp_path / "ctx"
     make_case_tree(root, {"files": ["a"]})
@@ -204,6 +209,35 @@ def test_patterns_go_refuses_are_refused_as_the_cli_does(tmp_path: Path, cli_upl
         cli_upload(root)
     with pytest.raises(UsageError, match="syntax error"):
         plan_context(str(root), warn=lambda message: None)
+
+
+def test_groups_nested_deeper_than_python_compiles_are_refused_in_one_line(tmp_path: Path) -> None:
+    # Go takes 998 levels; Python's re compiler gives up near 500: a UsageError, not a traceback
+    with pytest.raises(UsageError, match="deeper than cdtools supports"):
+        dockerignore.PatternMatcher(["(" * 998 + "a" + ")" * 998])
+
+
+@pytest.mark.parametrize("line, accepted", [
+    pytest.param(b"a" * 65534 + b"\r\n", True, id="65534+CRLF"),
+    pytest.param(b"a" * 65535 + b"\r\n", False, id="65535+CRLF"),  # 64 KiB holds the line with its \r
+    pytest.param(b"a" * 65535, True, id="65535"),
+    pytest.param(b"a" * 65536, False, id="65536"),
+    pytest.param(b"\xef\xbb\xbf" + b"a" * 65532 + b"\n", True, id="BOM+65532+LF"),
+    pytest.param(b"\xef\xbb\xbf" + b"a" * 65533 + b"\n", False, id="BOM+65533+LF"),  # and the BOM it strips later
+])
+def test_the_line_length_limit_is_the_clis(tmp_path: Path, cli_upload: Any, line: bytes, accepted: bool) -> None:
+    root = tmp_path / "ctx"
+    make_case_tree(root, {"files": ["a"]})
+    (root / ".dockerignore").write_bytes(line)
+    if accepted:
+        body, _ = cli_upload(root)
+        plan = plan_context(str(root), warn=lambda message: None)
+        assert b"".join(stream_context(plan, warn=lambda message: None)) == body
+    else:
+        with pytest.raises(CLIRefused, match="token too long"):
+            cli_upload(root)
+        with pytest.raises(UsageError, match="longer than"):
+            plan_context(str(root), warn=lambda message: None)
 
 
 # --------------------------------------------------- differential: the docker CLI
