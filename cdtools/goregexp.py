@@ -151,8 +151,8 @@ class _Translator:
         self.operand: Optional[Tuple[int, int]] = None
         self.repeated = False  # the operand ends in a repeat: another one needs it grouped
         self.last_repeat = False  # the last token was a repeat (Go refuses a** and a++)
-        self.groups: List[Tuple[int, int]] = []  # open groups: (where, the weight outside it so far)
-        self.weight = 1  # the largest weight in the group being read
+        self.groups: List[Tuple[int, List[int]]] = []  # open groups: (where, the weights of the items before it)
+        self.items: List[int] = []  # the weights of the operands of the group being read
 
     # errors ---------------------------------------------------------------------
     def fail(self, reason: str, start: int, end: Optional[int] = None) -> UsageError:
@@ -174,8 +174,8 @@ class _Translator:
                 self.i += 1
                 if len(self.groups) >= _MAX_NESTING:
                     raise self.fail("expression nests too deeply", 0, n)
-                self.groups.append((len(self.out), self.weight))
-                self.weight = 1
+                self.groups.append((len(self.out), self.items))
+                self.items = []
                 self.emit("(", operand=False)
             elif ch == ")":
                 if not self.groups:
@@ -183,7 +183,9 @@ class _Translator:
                     raise self.fail("unexpected )", start)
                 self.i += 1
                 at, outside = self.groups.pop()
-                inside, self.weight = self.weight, max(outside, self.weight)
+                inside = max(self.items, default=1)
+                self.items = outside
+                self.items.append(inside)
                 self.out.append(")")
                 self.operand, self.repeated, self.last_repeat = (at, inside), False, False
             elif ch == "|":
@@ -225,6 +227,8 @@ class _Translator:
 
     def emit(self, text: str, *, operand: bool = True) -> None:
         self.operand = (len(self.out), 1) if operand else None
+        if operand:
+            self.items.append(1)
         self.out.append(text)
         self.repeated = self.last_repeat = False
 
@@ -250,7 +254,7 @@ class _Translator:
             self.out[at:] = ["(?:" + "".join(self.out[at:]) + ")"]
         self.out.append(op + ("?" if lazy else ""))
         self.operand, self.repeated, self.last_repeat = (at, weight), True, True
-        self.weight = max(self.weight, weight)
+        self.items[-1] = weight
 
     def parse_repeat(self) -> Optional[Tuple[int, int]]:
         """``{n}``, ``{n,}`` (high -1) or ``{n,m}`` at the cursor, which moves past it; else None."""

@@ -178,7 +178,8 @@ REGEXP_DIALECT = {
     "plus-and-group": (b"(ab)+c\nd+\n", ["abc", "ababc", "ac", "d", "ddd", "d+"]),
     "escapes": (b"\\x41\n\\x{42}\n\\103\n\\Q*\\E\n", ["A", "B", "C", "*", "x41"]),
     "repeat-of-a-repeat-across-an-empty-quote": (b"a+\\Q\\E+\nb{2}\\Q\\E{2}\n", ["a", "aa", "bb", "bbbb", "bbb", "c"]),
-    "nested-counts-up-to-1000": (b"(a{2}){500}\n(b{0}){1000}\n(c{2,}){500}\n", ["aa", "a", "b", "cc", "ccc", "d"]),
+    "nested-counts-up-to-1000": (b"(a{2}){500}\n(b{0}){1000}\n(c{2,}){500}\n((d{600}){0}){2}\n",
+                                 ["aa", "a", "b", "cc", "ccc", "d", "e"]),
     "escaped-surrogates-match-nothing": (b"zz|\\x{DC80}\na*\\x{D800}\n(\\x{DC80})\n", ["\ufffd", "a\ufffd", "x"]),
     # Go's filepath.Match checks only what it reads: nothing after a chunk that fails
     "glob-checked-up-to-the-first-miss": (b"a*[a-]\ntab*/[\\d-]*\nb*\\\n", ["a", "ab", "a-", "tab/5", "tab/-", "b$"]),
@@ -199,7 +200,7 @@ def test_regexp_syntax_in_patterns_is_read_as_go_reads_it(tmp_path: Path, cli_up
 @pytest.mark.parametrize("pattern", [b"a++", b"a*+", b"a**b{2}{3}", "\\\u00e9".encode(), b"a{1001}", b"[\\b]",
                                      b"[[:nope:]]", b"(a", b"a)", b"[z-a]", b"+a|+b", b"\\8",
                                      b"[a-]", b"a[a-]", b"*/[a-]", b".*[a-]", b"a?[a-]", b"a\\",
-                                     b"(a{2}){501}", b"((a{2}){2}){251}", b"(a{3,}){500}",
+                                     b"(a{2}){501}", b"((a{2}){2}){251}", b"(a{3,}){500}", b"(x|a{10}){101}",
                                      pytest.param(b"(" * 999 + b"a" + b")" * 999, id="999-nested-groups")])
 def test_patterns_go_refuses_are_refused_as_the_cli_does(tmp_path: Path, cli_upload: Any, pattern: bytes) -> None:
     root = tmp_path / "ctx"
