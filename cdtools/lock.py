@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Mapping, Optional
 
 from .console import Console
 from .engine import Engine
@@ -215,26 +215,22 @@ def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
     raise Terminated("SIGTERM")
 
 
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> ContextManager[None]:
     """Within the block, SIGTERM raises :class:`Terminated` (main thread only)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _sigterm_handled_by(_raise_terminated)
+
+
+def deferred_sigterm() -> ContextManager[None]:
+    """Within the block SIGTERM is ignored: for the steps that put the old container back."""
+    return _sigterm_handled_by(signal.SIG_IGN)
 
 
 @contextmanager
-def deferred_sigterm() -> Iterator[None]:
-    """Within the block SIGTERM is ignored: for the steps that put the old container back."""
+def _sigterm_handled_by(handler: Any) -> Iterator[None]:
+    """SIGTERM goes to ``handler`` within the block, and back to what it was after."""
     try:
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    except ValueError:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
