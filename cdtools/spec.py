@@ -399,13 +399,18 @@ def read_env_file(path: str, lookup: Callable[[str], Optional[str]]) -> Dict[str
         if not key or " " in key.strip():
             # never echo the line: it may hold a secret
             raise UsageError(f"--env-file {path}: line {number} is not KEY=VALUE")
-        if sep:
-            out[key] = value
-        else:
-            found = lookup(key)
-            if found is not None:
-                out[key] = found
+        _set_env(out, key, sep, value, lookup)
     return out
+
+
+def _set_env(env: Dict[str, str], key: str, sep: str, value: str, lookup: Callable[[str], Optional[str]]) -> None:
+    """Docker's ``K=V`` or bare ``K``: a bare name takes the variable from the environment, if it is set."""
+    if sep:
+        env[key] = value
+        return
+    found = lookup(key)
+    if found is not None:
+        env[key] = found
 
 
 # -- flags --------------------------------------------------------------------------------------
@@ -479,12 +484,7 @@ def apply_flags(spec: Spec, args: argparse.Namespace, lookup: Callable[[str], Op
         if not key:
             # never echo the item: its value may be a secret (-e "=$DB_PASSWORD")
             raise UsageError("-e with an empty name: expected K=V or K")
-        if sep:
-            env[key] = value
-        else:
-            found = lookup(key)
-            if found is not None:
-                env[key] = found
+        _set_env(env, key, sep, value, lookup)
     for item in getattr(args, "secret_env", None) or []:
         key, _, var = item.partition("=")
         var = var or key
