@@ -298,14 +298,21 @@ class _Translator:
             self.last_repeat = False  # a token even when empty: a+\Q\E+ is (a+)+ in Go
             for char in text:
                 self.emit(_literal(ord(char)))
-        elif c in "pP":
-            raise self.unsupported(f"the Unicode class \\{c}")
-        elif c.lower() in _PERL:
-            self.i += 2
-            ranges = _PERL[c.lower()]
-            self.emit(_class(_complement(ranges) if c.isupper() else ranges))
         else:
-            self.emit(_literal(self.parse_escape()))
+            ranges = self.class_escape()
+            self.emit(_class(ranges) if ranges is not None else _literal(self.parse_escape()))
+
+    def class_escape(self) -> Optional[Ranges]:
+        """At a backslash: the runes of a Perl class (\\d \\s \\w, or upper case for the rest), which
+        it reads, or None for any other escape, which it leaves. Unicode classes are refused."""
+        c = self.s[self.i + 1]
+        if c in "pP":
+            raise self.unsupported(f"the Unicode class \\{c}")
+        if c.lower() not in _PERL:
+            return None
+        self.i += 2
+        ranges = _PERL[c.lower()]
+        return _complement(ranges) if c.isupper() else ranges
 
     def parse_escape(self) -> int:
         """RE2's ``parseEscape`` at a backslash: the rune it stands for."""
@@ -366,12 +373,9 @@ class _Translator:
                     self.i = end + 2
                     continue
             if s.startswith("\\", self.i) and self.i + 1 < len(s):
-                c = s[self.i + 1]
-                if c in "pP":
-                    raise self.unsupported(f"the Unicode class \\{c}")
-                if c.lower() in _PERL:
-                    self.i += 2
-                    ranges += _complement(_PERL[c.lower()]) if c.isupper() else _PERL[c.lower()]
+                escaped = self.class_escape()
+                if escaped is not None:
+                    ranges += escaped
                     continue
             range_start = self.i
             low = self.class_char(start)
