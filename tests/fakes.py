@@ -517,6 +517,36 @@ class RawDaemon:
                 pass
 
 
+def json_response(doc: Any, status: int = 200) -> Any:
+    """A daemon's JSON answer, as a werkzeug response (pytest-httpserver handlers)."""
+    from werkzeug import Response
+
+    return Response(json.dumps(doc) + "\n", status=status, content_type="application/json")
+
+
+class HandlerDaemon:
+    """Base of the fake daemons that pytest-httpserver calls for every request.
+
+    It answers ``/_ping`` (API 1.41), records ``(method, path)`` without the ``/vX.Y``
+    prefix in ``calls``, and hands the request and that path to :meth:`handle`.
+    """
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[str, str]] = []
+
+    def __call__(self, request: Any) -> Any:
+        from werkzeug import Response
+
+        if request.path == "/_ping":
+            return Response("OK", headers={"Api-Version": "1.41"}, content_type="text/plain")
+        path = _VERSIONED.match(request.path).group(3)  # type: ignore[union-attr]
+        self.calls.append((request.method, path))
+        return self.handle(request, path)
+
+    def handle(self, request: Any, path: str) -> Any:
+        raise NotImplementedError
+
+
 def free_port() -> int:
     """A port nothing listens on right now (for 'connection refused')."""
     with socket.socket() as s:

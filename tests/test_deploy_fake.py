@@ -9,29 +9,28 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import pytest
 
 from cdtools import deploy
-from tests.fakes import recorded
+from tests.fakes import HandlerDaemon, json_response, recorded
 
 OLD = "0" * 64
 NEW = "1" * 64
 LOCK = "2" * 64
 IMAGE_OLD = "sha256:" + "a" * 64
 IMAGE_NEW = "sha256:" + "b" * 64
-_VERSIONED = re.compile(r"^/v\d+\.\d+(/.*)$")
 # what 20.10 says when the host port is taken between create and start
 PORT_TAKEN = ("driver failed programming external connectivity on endpoint web-cdtools-new: Error starting "
               "userland proxy: listen tcp4 0.0.0.0:8080: bind: address already in use")
 
 
-class FakeDaemon:
+class FakeDaemon(HandlerDaemon):
     """A daemon with one running container ``web``; records every call."""
 
     def __init__(self, *, old_restart_fails: bool = False) -> None:
-        self.calls: List[Tuple[str, str]] = []
+        super().__init__()
         self.old_restart_fails = old_restart_fails
         base = json.loads(recorded("inspect-running").body)
         old = copy.deepcopy(base)
@@ -46,21 +45,14 @@ class FakeDaemon:
                 return doc
         return None
 
-    def __call__(self, request: Any) -> Any:
+    def handle(self, request: Any, path: str) -> Any:
         from werkzeug import Response
 
-        def js(doc: Any, status: int = 200) -> Response:
-            return Response(json.dumps(doc) + "\n", status=status, content_type="application/json")
-
-        if request.path == "/_ping":
-            return Response("OK", headers={"Api-Version": "1.41"}, content_type="text/plain")
-        path = _VERSIONED.match(request.path).group(1)  # type: ignore[union-attr]
-        self.calls.append((request.method, path))
         parts = path.strip("/").split("/")
         if parts[0] == "images" and parts[-1] == "json":
             ref = "/".join(parts[1:-1])
             image_id = IMAGE_OLD if ref in ("app:1", IMAGE_OLD) else IMAGE_NEW
-            return js({"Id": image_id, "RepoTags": [ref], "RepoDigests": [], "Config": {"Env": [], "Cmd": ["sh"]}})
+            return json_response({"Id": image_id, "RepoTags": [ref], "RepoDigests": [], "Config": {"Env": [], "Cmd": ["sh"]}})
         if path == "/containers/create":
             name = request.args["name"]
             if name in self.containers:
@@ -73,23 +65,23 @@ class FakeDaemon:
             doc["State"].update(Running=False, Status="created", Pid=0)
             doc["Config"].update(Labels=spec.get("Labels") or {}, Image=spec["Image"])
             self.containers[name] = doc
-            return js({"Id": cid, "Warnings": []}, 201)
+            return json_response({"Id": cid, "Warnings": []}, 201)
         if parts[0] != "containers":
-            return js({"message": f"page not found: {path}"}, 404)
+            return json_response({"message": f"page not found: {path}"}, 404)
         doc = self._find(parts[1])
         if doc is None:
-            return js({"message": f"No such container: {parts[1]}"}, 404)
+            return json_response({"message": f"No such container: {parts[1]}"}, 404)
         action = parts[2] if len(parts) > 2 else ""
         if request.method == "GET" and action == "json":
-            return js(doc)
+            return json_response(doc)
         if action == "stop":
             doc["State"].update(Running=False, Status="exited", ExitCode=0)
             return Response(status=204)
         if action == "start":
             if doc["Id"] == NEW:
-                return js({"message": PORT_TAKEN}, 500)
+                return json_response({"message": PORT_TAKEN}, 500)
             if self.old_restart_fails:
-                return js({"message": "OCI runtime create failed: the disk is full"}, 500)
+                return json_response({"message": "OCI runtime create failed: the disk is full"}, 500)
             doc["State"].update(Running=True, Status="running")
             return Response(status=204)
         if action == "logs":
@@ -99,7 +91,7 @@ class FakeDaemon:
         if request.method == "DELETE":
             del self.containers[doc["Name"].lstrip("/")]
             return Response(status=204)
-        return js({"message": f"unexpected {request.method} {path}"}, 500)
+        return json_response({"message": f"unexpected {request.method} {path}"}, 500)
 
 
 @pytest.fixture

@@ -21,22 +21,22 @@ import pytest
 
 from cdtools import deploy, service, spec as spec_mod
 from cdtools.errors import UsageError
+from tests.fakes import HandlerDaemon, json_response
 
 DATA = Path(__file__).parent / "data" / "swarm-1.41"
 DIGEST = "sha256:" + "d" * 64
-_VERSIONED = re.compile(r"^/v\d+\.\d+(/.*)$")
 
 
 def recorded(name: str) -> Any:
     return json.loads((DATA / name).read_text())
 
 
-class FakeManager:
+class FakeManager(HandlerDaemon):
     """A single-node swarm with the recorded service ``cdt-rec``; the first update is out of sequence."""
 
     def __init__(self) -> None:
         self.service = recorded("service-inspect.json")
-        self.calls: List[Tuple[str, str]] = []
+        super().__init__()
         self.updates: List[Tuple[str, Dict[str, str], Any]] = []
         self.configs: Dict[str, Any] = {}
         self.raced = False
@@ -54,43 +54,36 @@ class FakeManager:
             out.append(task)
         return out
 
-    def __call__(self, request: Any) -> Any:
+    def handle(self, request: Any, path: str) -> Any:
         from werkzeug import Response
 
-        def js(doc: Any, status: int = 200) -> Response:
-            return Response(json.dumps(doc) + "\n", status=status, content_type="application/json")
-
-        if request.path == "/_ping":
-            return Response("OK", headers={"Api-Version": "1.41"}, content_type="text/plain")
-        path = _VERSIONED.match(request.path).group(1)  # type: ignore[union-attr]
-        self.calls.append((request.method, path))
         if path == "/info":
-            return js(recorded("info-swarm.json"))
+            return json_response(recorded("info-swarm.json"))
         if path == "/nodes":
-            return js([{"ID": "node1", "Status": {"State": "ready"}}])
+            return json_response([{"ID": "node1", "Status": {"State": "ready"}}])
         if path.startswith("/distribution/"):
-            return js({"Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            return json_response({"Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                                       "digest": DIGEST, "size": 527}})
         if path == "/configs/create":
             doc = request.get_json()
             if doc["Name"] in self.configs:
-                return js({"message": f"rpc error: code = AlreadyExists desc = config {doc['Name']} already exists"},
+                return json_response({"message": f"rpc error: code = AlreadyExists desc = config {doc['Name']} already exists"},
                           409)
             self.configs[doc["Name"]] = {"ID": "cfg1", "Spec": doc, "CreatedAt": "2026-12-03T16:28:53Z"}
-            return js({"ID": "cfg1"}, 201)
+            return json_response({"ID": "cfg1"}, 201)
         if path.startswith("/configs/"):
             key = path.split("/")[2]
             found = [k for k, v in self.configs.items() if key in (k, v["ID"])]
             if not found:
-                return js({"message": f"config {key} not found"}, 404)
+                return json_response({"message": f"config {key} not found"}, 404)
             if request.method == "DELETE":
                 del self.configs[found[0]]
                 return Response(status=204)
-            return js(self.configs[found[0]])
+            return json_response(self.configs[found[0]])
         if path == "/tasks":
-            return js(self._tasks())
+            return json_response(self._tasks())
         if path in ("/services/cdt-rec", f"/services/{self.service['ID']}") and request.method == "GET":
-            return js(self.service)
+            return json_response(self.service)
         if path == f"/services/{self.service['ID']}/update":
             self.updates.append((request.args["version"], dict(request.headers), request.get_json()))
             if not self.raced:
@@ -107,8 +100,8 @@ class FakeManager:
             self.service["Version"]["Index"] += 1
             self.service["UpdateStatus"] = {"State": "completed", "StartedAt": "2026-12-03T16:30:00Z",
                                             "Message": "update completed"}
-            return js({"Warnings": None})
-        return js({"message": f"unexpected {request.method} {path}"}, 500)
+            return json_response({"Warnings": None})
+        return json_response({"message": f"unexpected {request.method} {path}"}, 500)
 
 
 @pytest.fixture
