@@ -39,7 +39,7 @@ import urllib.parse
 import uuid
 from email.message import Message
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NoReturn, Optional, Tuple
 
 import pytest
 
@@ -293,10 +293,20 @@ def _stack(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
+    """What a test needs is missing here: a failure under CI=true (CI must have it), else a skip."""
     if IN_CI:
-        pytest.fail(f"end-to-end stack unavailable under CI=true: {reason}", pytrace=False)
-    pytest.skip(f"end-to-end stack unavailable (scripts/local-stack up as root brings it): {reason}")
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def exported(stdout: str) -> Dict[str, str]:
+    """The ``export K=V`` lines a ``scripts/* start`` command prints, as a dict."""
+    return dict(line[len("export "):].split("=", 1) for line in stdout.splitlines() if line.startswith("export "))
+
+
+def _unavailable(reason: str) -> None:
+    unavailable(f"end-to-end stack unavailable (scripts/local-stack up as root brings it): {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -357,9 +367,7 @@ def cli_upload(tmp_path: Path) -> Iterator[Any]:
     import contextkit
 
     if not os.path.exists(contextkit.DOCKER_CLI):
-        if IN_CI:
-            pytest.fail(f"{contextkit.DOCKER_CLI} (Debian docker.io) is missing", pytrace=False)
-        pytest.skip(f"{contextkit.DOCKER_CLI} (Debian docker.io) is not installed")
+        unavailable(f"{contextkit.DOCKER_CLI} (Debian docker.io) is not installed")
     yield from contextkit.cli_uploader(tmp_path)
 
 

@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from conftest import DOCKER_SOCK, IN_CI, STATE_DIR, EngineAPI, Registry
+from conftest import DOCKER_SOCK, STATE_DIR, EngineAPI, Registry, exported, unavailable
 from deploy_fixtures import DOCKER_CLI, build_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,12 +43,6 @@ NETNS_DAEMON = REPO_ROOT / "scripts" / "netns-daemon"
 HEALTHY = "HEALTHCHECK --interval=1s --timeout=2s --retries=2 CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1"
 #: a program that says one line on stderr and exits 3 at once
 BROKEN_CMD = '["sh", "-c", "echo cdtools-broken-marker >&2; exit 3"]'
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 class Pushed:
@@ -145,13 +139,13 @@ def _swarm() -> Iterator[EngineAPI]:
     state, manager = swarm_state(api)
     if state == "active":
         if not manager:
-            _unavailable("the local engine is a swarm worker, not a manager: the service tests need a manager")
+            unavailable("the local engine is a swarm worker, not a manager: the service tests need a manager")
         yield api
         return
     had_gwbridge = _has_network(api, "docker_gwbridge")
     resp = api.request("POST", "/swarm/init", body={"ListenAddr": "127.0.0.1:2377", "AdvertiseAddr": "127.0.0.1"})
     if resp.status != 200:
-        _unavailable(f"docker swarm init on the local engine: HTTP {resp.status} {resp.body[:300]!r}")
+        unavailable(f"docker swarm init on the local engine: HTTP {resp.status} {resp.body[:300]!r}")
     try:
         yield api
     finally:
@@ -243,8 +237,8 @@ def start_netns_daemon(directory: str, *, registry: bool = True) -> Host:
         argv += ["--registry-config", str(STATE_DIR / "registry.yml")]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
     if proc.returncode != 0:
-        _unavailable(f"scripts/netns-daemon start: {proc.stdout.strip()[-800:]}")
-    env = dict(line[len("export "):].split("=", 1) for line in proc.stdout.splitlines() if line.startswith("export "))
+        unavailable(f"scripts/netns-daemon start: {proc.stdout.strip()[-800:]}")
+    env = exported(proc.stdout)
     return Host(env["DOCKER_HOST"], EngineAPI(env["CDTOOLS_NETNS_SOCK"]))
 
 
@@ -258,9 +252,9 @@ def stop_netns_daemon(directory: str) -> None:
 @pytest.fixture(scope="module")
 def netns_hosts(engine_available: object) -> Iterator[List[Host]]:
     if os.geteuid() != 0:
-        _unavailable("extra Docker hosts in network namespaces need root")
+        unavailable("extra Docker hosts in network namespaces need root")
     if not (STATE_DIR / "registry.yml").exists():
-        _unavailable(f"{STATE_DIR}/registry.yml is missing: the namespaced hosts serve the stack's registry from it")
+        unavailable(f"{STATE_DIR}/registry.yml is missing: the namespaced hosts serve the stack's registry from it")
     dirs = [tempfile.mkdtemp(prefix="cdtns-", dir="/tmp") for _ in range(2)]
     for d in dirs:
         os.rmdir(d)  # netns-daemon makes it; a short path under /tmp keeps containerd's socket path short

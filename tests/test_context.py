@@ -25,8 +25,8 @@ from contextkit import FileTable, build_with_plan, image_files
 from cdtools.context import ContextPlan, plan_context, stream_context
 from cdtools.dockerfile import ImageConfig
 from cdtools.errors import UsageError
+from conftest import unavailable
 
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def write(path: Path, content: "str | bytes" = "x", mode: Optional[int] = None) -> Path:
@@ -192,9 +192,7 @@ def _without_dac_override(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_unreadable_file_and_directory_fail_naming_them(tmp_path: Path) -> None:
     if os.geteuid() != 0 or not os.path.exists(SETPRIV):
-        if IN_CI:
-            pytest.fail("needs root and setpriv (util-linux)", pytrace=False)
-        pytest.skip("needs root and setpriv (util-linux)")
+        unavailable("needs root and setpriv (util-linux)")
     root = tmp_path / "ctx"
     write(root / "Dockerfile", "FROM scratch\n")
     secret = write(root / "secret.txt", "s", mode=0o000)
@@ -300,9 +298,7 @@ def test_headers_off_the_common_path_are_byte_identical_to_the_cli(tree: Path, c
     try:
         os.setxattr(capped, "security.capability", _CAP_NET_RAW)
     except OSError as exc:  # not root, or a filesystem without xattrs
-        if IN_CI:
-            pytest.fail(f"cannot set security.capability: {exc}", pytrace=False)
-        pytest.skip(f"cannot set security.capability: {exc}")
+        unavailable(f"cannot set security.capability: {exc}")
     os.link(capped, tree / "bin" / "ping6")  # a link entry carries the capability too
     (tree / "capdir").mkdir()
     os.setxattr(tree / "capdir", "security.capability", _CAP_NET_RAW)  # as do directories

@@ -48,13 +48,12 @@ from cdtools import auth, deploy, push, reference, release, steps
 from cdtools import engine as engine_mod, settings as settings_mod
 from cdtools.console import Console
 from cdtools.errors import CdtoolsError, PushError
-from conftest import DOCKER_SOCK, Engine, EngineAPI, Registry, _remove_prefixed
+from conftest import DOCKER_SOCK, Engine, EngineAPI, Registry, _remove_prefixed, unavailable
 from deploy_fixtures import build_image, get
 from registry_fixtures import PrivateRegistry, missing_tools, private_registry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(__file__).resolve().parent / "bin"
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 #: standard base64 of the canary and of "user:canary" has "+" and "/" (checked below)
 CANARY = "Cn>ry?x~Pw>>??9"
@@ -145,9 +144,7 @@ def canary_registry(engine_available: Engine, tmp_path_factory: pytest.TempPathF
     """A registry of this module's own whose user's password is the canary."""
     reason = missing_tools()
     if reason:
-        if IN_CI:
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
     with private_registry(tmp_path_factory.mktemp("canary-registry"), CANARY_USER, CANARY) as reg:
         yield reg
 

@@ -23,10 +23,10 @@ import pytest
 from cdtools import engine as engine_mod, settings as settings_mod, tag
 from cdtools.errors import APIError, TransportError
 from cdtools.transport import Transport, parse_host
+from conftest import exported, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "ssh-daemon"
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,7 @@ class SSHDaemon:
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"sshd unavailable: {reason}", pytrace=False)
-    pytest.skip(f"sshd unavailable: {reason}")
+    unavailable(f"sshd unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +70,7 @@ def sshd() -> Iterator[SSHDaemon]:
                              timeout=120)
     if started.returncode != 0:
         pytest.fail(f"scripts/ssh-daemon start failed: {started.stderr.strip()}", pytrace=False)
-    env = dict(line[len("export "):].split("=", 1) for line in started.stdout.splitlines())
+    env = exported(started.stdout)
     try:
         yield SSHDaemon(dir=d, port=int(env["DOCKER_HOST"].rsplit(":", 1)[1]))
     finally:

@@ -28,10 +28,10 @@ import pytest
 import fakes
 from cdtools import engine as engine_mod, settings as settings_mod, tag
 from cdtools.errors import APIError, TransportError
+from conftest import exported, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "tls-daemon"
-IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 BUSYBOX = "/bin/busybox"
 
 
@@ -49,9 +49,7 @@ class TLSDaemon:
 
 
 def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"TLS daemon unavailable: {reason}", pytrace=False)
-    pytest.skip(f"TLS daemon unavailable: {reason}")
+    unavailable(f"TLS daemon unavailable: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +68,7 @@ def tls_daemon() -> Iterator[TLSDaemon]:
                              timeout=180)
     if started.returncode != 0:
         pytest.fail(f"scripts/tls-daemon start failed: {started.stderr.strip()}", pytrace=False)
-    env = dict(line[len("export "):].split("=", 1) for line in started.stdout.splitlines())
+    env = exported(started.stdout)
     host = env["DOCKER_HOST"]
     try:
         yield TLSDaemon(dir=d, host=host, port=int(host.rsplit(":", 1)[1]))
