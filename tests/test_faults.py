@@ -7,7 +7,6 @@ and the exit code.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import tarfile
@@ -17,7 +16,7 @@ import pytest
 
 import fakes
 from cdtools import cli, engine as engine_mod, settings as settings_mod
-from cdtools.errors import APIError, CdtoolsError, StreamError, StreamTimeout, TransportError
+from cdtools.errors import APIError, StreamError, StreamTimeout, TransportError
 
 
 def connect(host: str, *, timeout: Optional[float] = None) -> engine_mod.Engine:

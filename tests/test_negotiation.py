@@ -6,7 +6,7 @@ test the way it would fail a user.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import pytest
 

@@ -3,15 +3,13 @@ ssh command line, and errors that belong to the caller rather than the network."
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sys
-from pathlib import Path
 
 import pytest
 
 import fakes
-from cdtools.errors import CdtoolsError, TransportError, UsageError
+from cdtools.errors import TransportError, UsageError
 from cdtools.transport import Endpoint, Transport, error_message, parse_host, tls_context
 
 

@@ -11,7 +11,7 @@ import json
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, List, Tuple
+from typing import Any, List
 
 import pytest
 
