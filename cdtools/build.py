@@ -7,7 +7,6 @@ log text.  Any ``error``/``errorDetail`` record fails the step.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
@@ -142,7 +141,7 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     gzip = wants_gzip(engine, compress)
     registry_header = None
     if credentials is not None:
-        registry_header = registry_config(_dockerfile_bytes(context_dir, dockerfile), build_args or {}, credentials)
+        registry_header = registry_config(plan.dockerfile_data, build_args or {}, credentials)
     note = plan.pruned_reason or plan.full_reason or "full context"
     console.step(f"build {context_dir} ({note}{', gzip' if gzip else ''}) on {engine.endpoint}")
     body = _Counter(context.stream_context(plan, compress=gzip, warn=console.line))
@@ -173,15 +172,6 @@ def run(engine: Engine, context_dir: str, *, console: Console, dockerfile: Optio
     console.line(f"built {image_id}" + (f" as {', '.join(full_tags)}" if full_tags else ""))
     return BuildResult(image_id=image_id, tags=tuple(full_tags), sent_bytes=body.total, compressed=gzip,
                        context_note=note)
-
-
-def _dockerfile_bytes(context_dir: str, dockerfile: Optional[str]) -> bytes:
-    path = dockerfile if dockerfile else os.path.join(context_dir, "Dockerfile")
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read the Dockerfile {path}: {exc.strerror}") from None
 
 
 def build_args_from(items: Optional[List[str]], settings: Settings) -> Dict[str, str]:

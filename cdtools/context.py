@@ -73,6 +73,7 @@ class ContextPlan:
     full_reason: Optional[str]  # why the full context was sent although pruning was asked, else None
     dockerfile_source: Optional[str] = None  # absolute path of a Dockerfile outside the context
     excludes: Tuple[str, ...] = ()  # the .dockerignore patterns as read
+    dockerfile_data: bytes = b""  # the Dockerfile's bytes, as read once for the plan
 
 
 def plan_context(
@@ -132,6 +133,7 @@ def plan_context(
         full_reason=full_reason,
         dockerfile_source=source,
         excludes=tuple(excludes),
+        dockerfile_data=data,
     )
 
 

@@ -71,3 +71,11 @@ def test_sigterm_during_a_build_ends_with_143_and_one_line(tmp_path, unique):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143
     assert err.strip().splitlines() == ["cdtools build: terminated (SIGTERM)"]
+
+
+def test_a_lower_case_dockerfile_builds(tmp_path, unique, capsys):
+    # the build reads the Dockerfile the plan found, not "Dockerfile" again (the CLI's fallback holds)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "dockerfile").write_text("FROM busybox:latest\nRUN echo lower > /lower\n")
+    assert build.main([str(ctx), "-t", f"{unique}/lower:1", "-q"]) == 0, capsys.readouterr().err
